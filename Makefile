@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine (see README):
+#   make demo   - set up, generate the sample book, run the nightly batch, then serve the API
+#   make test   - set up, lint, type-check and run the test suite
+VENV    ?= .venv
+PYTHON  ?= python3
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+JARS    := jars/lib/.fetched
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP) $(JARS)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(JARS): jars/pom.xml
+	mvn --batch-mode --quiet -f jars/pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DincludeGroupIds=io.delta -DoutputDirectory=lib
+	touch $@
+
+demo: setup
+	$(BIN)/postloan demo
+
+lint: setup
+	$(BIN)/ruff check jobs api schemas tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python bench/bench_nightly.py --loans 100000
+
+clean:
+	rm -rf $(VENV) jars/lib demo

@@ -1,0 +1,351 @@
+"""Configuration: YAML under conf/, parsed once into frozen dataclasses.
+
+A bad file is refused with the file, the key and what is wrong (`ConfigError`). Rule parameters
+that a tier-1 branch or a product may change are the scalar fields of the `OVERRIDABLE` sections;
+`overrides` in postloan.yaml sets them per tier-1 branch, per product, or per both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+RiskClass = Literal["NORMAL", "SPECIAL_MENTION", "SUBSTANDARD", "DOUBTFUL", "LOSS"]
+RISK_CLASS_ORDER: tuple[str, ...] = ("NORMAL", "SPECIAL_MENTION", "SUBSTANDARD", "DOUBTFUL", "LOSS")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used: names the file, the key and the reason."""
+
+    def __init__(self, file: str | Path, key: str, reason: str) -> None:
+        self.file, self.key, self.reason = str(file), key, reason
+        super().__init__(f"{file}: {key}: {reason}")
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class DelinquencyConfig:
+    """DOMAIN.md section 1."""
+
+    # An instalment counts as covered when less than this amount of it is unpaid.
+    tolerance_amount: Decimal = Decimal("0.00")
+    # First-payment default: the first instalment went more than this many days past due.
+    fpd_days: int = 30
+    # Buckets: M0 = 0, then bucket_width_days-wide buckets M1..M{bucket_count}, then M{n+1}+.
+    bucket_width_days: int = 30
+    bucket_count: int = 6
+
+
+@dataclass(frozen=True)
+class GradeRule:
+    """One sub-grade of a class: the first rule whose limits all hold gives the grade."""
+
+    grade: str
+    max_dpd: int | None = None
+    max_dpd_ever: int | None = None
+    collateral_types: tuple[str, ...] = ()
+    no_signal: bool = False
+
+
+@dataclass(frozen=True)
+class ClassificationProfile:
+    """A named rule set (DOMAIN.md section 2). Every threshold is configuration."""
+
+    name: str
+    description: str
+    # DPD floors: a loan with dpd above the number is at least the class.
+    dpd_special_mention_above: int
+    dpd_substandard_above: int
+    dpd_doubtful_above: int
+    dpd_loss_above: int
+    # Technical overdue (技術性逾期): dpd up to this stays NORMAL as far as DPD is concerned.
+    technical_grace_days: int = 0
+    # Risk-signal floors by signal type; types not listed set no floor.
+    signal_floors: Mapping[str, RiskClass] = field(default_factory=dict)
+    other_bank_overdue_min_days: int = 30
+    # Death, disappearance or lost capacity: floor without / with an estate to recover from.
+    no_estate_floor: RiskClass = "LOSS"
+    with_estate_floor: RiskClass = "SUBSTANDARD"
+    # Restructuring (重組) observation period.
+    restructure_floor: RiskClass = "SPECIAL_MENTION"
+    restructure_npl_floor: RiskClass = "SUBSTANDARD"
+    observation_min_periods: int = 2
+    observation_min_months: int = 12
+    # Upgrade out of NPL: arrears repaid, then normal payment for the longer of these.
+    upgrade_min_periods: int = 2
+    upgrade_min_months: int = 6
+    # Manual overrides may lift a loan at most this many classes above the rule result,
+    # and never out of NPL while dpd is above dpd_substandard_above (when the flag is set).
+    override_max_upgrade_notches: int = 1
+    override_keeps_npl_dpd_floor: bool = True
+    grades: Mapping[RiskClass, tuple[GradeRule, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OverrideRule:
+    """Parameter values for one tier-1 branch, one product, or one pair of them."""
+
+    tier1_branch: str | None = None
+    product: str | None = None
+    set: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    master: str | None = "local[2]"
+    app_name: str = "postloan-nightly"
+    conf: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything a run needs, parsed and checked. Pass plain values from it into the stages."""
+
+    profile: ClassificationProfile
+    delinquency: DelinquencyConfig
+    overrides: tuple[OverrideRule, ...]
+    holidays: tuple[dt.date, ...]
+    spark: SparkSettings
+    sections: Mapping[str, Any] = field(default_factory=dict)
+    source_hash: str = ""
+
+    def section(self, name: str) -> Any:
+        return self.sections[name]
+
+
+# Sections whose scalar fields a tier-1 branch or product may override.
+OVERRIDABLE: dict[str, type] = {"delinquency": DelinquencyConfig, "classification": ClassificationProfile}
+# Later stages register their sections here: name -> dataclass (all fields defaulted).
+EXTRA_SECTIONS: dict[str, type] = {}
+
+
+# --------------------------------------------------------------------------------------------
+# Generic, strict conversion from YAML values to the dataclasses above
+
+T = TypeVar("T")
+
+
+def _convert(value: Any, hint: Any, file: Path, key: str) -> Any:
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if value is None:
+            if type(None) in get_args(hint):
+                return None
+            raise ConfigError(file, key, "must not be empty")
+        return _convert(value, args[0], file, key)
+    if value is None:
+        raise ConfigError(file, key, "must not be empty")
+    if origin is Literal:
+        if value not in get_args(hint):
+            raise ConfigError(file, key, f"{value!r} is not one of {', '.join(map(str, get_args(hint)))}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(file, key, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(file, key, f"expected a whole number, got {value!r}")
+        if value < 0:
+            raise ConfigError(file, key, f"must not be negative, got {value}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(file, key, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is Decimal:
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            raise ConfigError(file, key, f"expected an amount, got {value!r}") from None
+        if number < 0 or isinstance(value, bool):
+            raise ConfigError(file, key, f"expected a non-negative amount, got {value!r}")
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(file, key, f"expected text, got {value!r}")
+        return value
+    if hint is dt.date:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise ConfigError(file, key, f"expected a date YYYY-MM-DD, got {value!r}") from None
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(file, key, f"expected a list, got {value!r}")
+        item = get_args(hint)[0]
+        return tuple(_convert(v, item, file, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict, typing.Mapping):
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"expected a mapping, got {value!r}")
+        key_hint, value_hint = get_args(hint)
+        return {
+            _convert(k, key_hint, file, f"{key}.{k}"): _convert(v, value_hint, file, f"{key}.{k}")
+            for k, v in value.items()
+        }
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return build(hint, value, file, key)
+    raise ConfigError(file, key, f"unsupported setting type {hint}")
+
+
+def build(cls: type[T], data: Any, file: Path, prefix: str = "") -> T:
+    """Build dataclass `cls` from a YAML mapping, refusing unknown keys and wrong types."""
+    where = prefix or "(top level)"
+    if not isinstance(data, dict):
+        raise ConfigError(file, where, f"expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for name in data:
+        if name not in known:
+            raise ConfigError(file, f"{prefix}.{name}".lstrip("."), f"unknown key (known: {', '.join(known)})")
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        key = f"{prefix}.{name}".lstrip(".")
+        if name in data:
+            values[name] = _convert(data[name], hints[name], file, key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(file, key, "is required")
+    return cls(**values)
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(path, "(file)", "not found")
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return yaml.safe_load(handle) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, "(file)", f"not valid YAML: {exc}") from None
+
+
+def scalar_fields(cls: type) -> dict[str, Any]:
+    """The overridable (scalar) fields of a section and their type hints."""
+    hints = get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = [a for a in get_args(hint) if a is not type(None)] or [hint]
+        base = args[0] if get_origin(hint) in (typing.Union, types.UnionType) else hint
+        if base in (int, float, str, bool, Decimal) or get_origin(base) is Literal:
+            out[f.name] = hint
+    return out
+
+
+def overridable_sections() -> dict[str, type]:
+    return {**OVERRIDABLE, **{k: v for k, v in EXTRA_SECTIONS.items()}}
+
+
+def _check_override(raw: Any, file: Path, index: int) -> OverrideRule:
+    rule = build(OverrideRule, raw, file, f"overrides[{index}]")
+    if rule.tier1_branch is None and rule.product is None:
+        raise ConfigError(file, f"overrides[{index}]", "names neither tier1_branch nor product")
+    sections = overridable_sections()
+    checked: dict[str, Any] = {}
+    for dotted, value in rule.set.items():
+        key = f"overrides[{index}].set.{dotted}"
+        section, _, name = str(dotted).partition(".")
+        if section not in sections:
+            raise ConfigError(file, key, f"unknown section (overridable: {', '.join(sections)})")
+        fields = scalar_fields(sections[section])
+        if name not in fields:
+            raise ConfigError(file, key, f"not an overridable setting (choose from: {', '.join(fields)})")
+        checked[dotted] = _convert(value, fields[name], file, key)
+    return OverrideRule(rule.tier1_branch, rule.product, checked)
+
+
+def load_config(conf_dir: str | Path, profile: str | None = None) -> AppConfig:
+    """Read conf/postloan.yaml and the files it names; refuse anything that does not fit."""
+    root = Path(conf_dir)
+    main_file = root / "postloan.yaml"
+    raw = _read_yaml(main_file)
+    if not isinstance(raw, dict):
+        raise ConfigError(main_file, "(top level)", "expected a mapping")
+    allowed = {"profile", "delinquency", "overrides", "holidays_file", "spark", *EXTRA_SECTIONS}
+    for name in raw:
+        if name not in allowed:
+            raise ConfigError(main_file, str(name), f"unknown key (known: {', '.join(sorted(allowed))})")
+
+    profile_name = profile or raw.get("profile", "cbirc_2023")
+    if not isinstance(profile_name, str):
+        raise ConfigError(main_file, "profile", "expected a profile name")
+    profile_file = root / "profiles" / f"{profile_name}.yaml"
+    if not profile_file.is_file():
+        raise ConfigError(main_file, "profile", f"no rule profile {profile_name!r} in {root / 'profiles'}")
+    rule_profile = build(ClassificationProfile, _read_yaml(profile_file), profile_file)
+    _check_profile(rule_profile, profile_file)
+
+    delinquency = build(DelinquencyConfig, raw.get("delinquency", {}), main_file, "delinquency")
+    overrides_raw = raw.get("overrides", []) or []
+    if not isinstance(overrides_raw, list):
+        raise ConfigError(main_file, "overrides", "expected a list")
+    overrides = tuple(_check_override(o, main_file, i) for i, o in enumerate(overrides_raw))
+
+    holidays: tuple[dt.date, ...] = ()
+    holidays_name = raw.get("holidays_file")
+    if holidays_name is not None:
+        holidays_file = root / str(holidays_name)
+        holidays_raw = _read_yaml(holidays_file)
+        if not isinstance(holidays_raw, dict) or "holidays" not in holidays_raw:
+            raise ConfigError(holidays_file, "holidays", "is required (a list of dates)")
+        holidays = tuple(sorted(_convert(holidays_raw["holidays"], tuple[dt.date, ...], holidays_file, "holidays")))
+
+    spark_name = raw.get("spark", "local")
+    spark_file = root / "spark" / f"{spark_name}.yaml"
+    spark = build(SparkSettings, _read_yaml(spark_file), spark_file)
+
+    sections = {
+        name: build(cls, raw.get(name, {}), main_file, name) for name, cls in EXTRA_SECTIONS.items()
+    }
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*.yaml")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    digest.update(json.dumps({"profile": profile_name}).encode())
+    return AppConfig(
+        profile=rule_profile,
+        delinquency=delinquency,
+        overrides=overrides,
+        holidays=holidays,
+        spark=spark,
+        sections=sections,
+        source_hash=digest.hexdigest(),
+    )
+
+
+def _check_profile(p: ClassificationProfile, file: Path) -> None:
+    thresholds = [
+        ("dpd_special_mention_above", p.dpd_special_mention_above),
+        ("dpd_substandard_above", p.dpd_substandard_above),
+        ("dpd_doubtful_above", p.dpd_doubtful_above),
+        ("dpd_loss_above", p.dpd_loss_above),
+    ]
+    for (name_a, a), (name_b, b) in zip(thresholds, thresholds[1:], strict=False):
+        if a >= b:
+            raise ConfigError(file, name_b, f"must be above {name_a} ({a}), got {b}")
+    if p.technical_grace_days > 7:
+        raise ConfigError(file, "technical_grace_days", "technical overdue grace is at most 7 days")
+    for risk_class, rules in p.grades.items():
+        if not rules:
+            raise ConfigError(file, f"grades.{risk_class}", "needs at least one grade")
+        if any(r.max_dpd is not None or r.max_dpd_ever is not None or r.collateral_types or r.no_signal
+               for r in rules[-1:]):
+            raise ConfigError(file, f"grades.{risk_class}", "the last grade must have no conditions (catch-all)")

@@ -1,0 +1,1 @@
+"""Table contracts shared by the jobs, the API, the docs and BI users."""
