@@ -1,0 +1,248 @@
+"""Ingest: parse and validate landing rows; every row is accepted or quarantined with a reason.
+
+Row-level faults never stop the run: a value that does not parse, a missing required value, an
+unknown enum value, a negative amount, a broken date order, a duplicate key or an unknown
+reference sends the row to quarantine. A loan that is quarantined takes its schedule, repayments
+and other child rows with it (reason LOAN_QUARANTINED), so no loan is half-present.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from jobs.masking import mask_column
+from schemas.base import Table
+from schemas.landing import BORROWERS, BRANCHES, LANDING_TABLES, LOAN_CHILDREN, LOANS, PRODUCTS, SCHEDULE
+
+REASON = "struct<code:string,detail:string>"
+ACCEPTED = "_reasons"
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    detail: str
+
+
+def _reason(condition: Column, code: str, detail: str) -> Column:
+    return F.when(condition, F.struct(F.lit(code).alias("code"), F.lit(detail).alias("detail")))
+
+
+def _blank(column: Column) -> Column:
+    return column.isNull() | (F.trim(column.cast("string")) == "")
+
+
+def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
+    """Cast raw columns to the contract's types; keep the raw record; collect per-row reasons."""
+
+    def transform(raw: DataFrame) -> DataFrame:
+        # Raw text is kept beside the parsed values for quarantine records only; Spark prunes it
+        # from the accepted rows' plan, so it costs nothing on the happy path.
+        sources = [F.col(c).cast("string").alias(f"_src_{c}") for c in table.names]
+        row_hash = F.xxhash64(*[F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in table.names])
+        reasons: list[Column] = []
+        parsed: list[Column] = []
+        for c in table.columns:
+            source = F.col(c.name)
+            text = F.trim(source.cast("string"))
+            value = F.when(text == "", F.lit(None)).otherwise(source).try_cast(c.dtype)
+            if c.dtype.simpleString() == "boolean":
+                lowered = F.lower(text)
+                value = (
+                    F.when(lowered.isin("true", "1", "y", "yes"), F.lit(True))
+                    .when(lowered.isin("false", "0", "n", "no"), F.lit(False))
+                )
+            parsed.append(value.alias(c.name))
+            if not c.nullable:
+                code = "NULL_KEY" if c.name in table.key else "MISSING_VALUE"
+                reasons.append(_reason(_blank(source), code, c.name))
+            reasons.append(_reason(~_blank(source) & value.isNull(), "UNPARSABLE_VALUE", c.name))
+            if c.allowed:
+                reasons.append(_reason(value.isNotNull() & ~value.isin(*c.allowed), "INVALID_VALUE", c.name))
+            if c.non_negative:
+                reasons.append(_reason(value < 0, "NEGATIVE_AMOUNT", c.name))
+        return raw.select(
+            *parsed,
+            *sources,
+            row_hash.alias("_row_hash"),
+            F.filter(F.array(*reasons), lambda r: r.isNotNull()).alias(ACCEPTED),
+        )
+
+    return transform
+
+
+def add_reason(condition: Column, code: str, detail: str) -> Callable[[DataFrame], DataFrame]:
+    """Append a reason to rows meeting `condition` (null conditions count as not met)."""
+
+    def transform(frame: DataFrame) -> DataFrame:
+        hit = F.coalesce(condition, F.lit(False))
+        extra = F.struct(F.lit(code).alias("code"), F.lit(detail).alias("detail"))
+        return frame.withColumn(ACCEPTED, F.when(hit, F.concat(ACCEPTED, F.array(extra))).otherwise(F.col(ACCEPTED)))
+
+    return transform
+
+
+def flag_duplicates(table: Table) -> Callable[[DataFrame], DataFrame]:
+    """Identical copies of a row: keep one, quarantine the rest (DUPLICATE_ROW). Different rows
+    sharing a key: quarantine them all (DUPLICATE_KEY), since none can be trusted over another."""
+
+    def transform(frame: DataFrame) -> DataFrame:
+        if not table.key:
+            return frame
+        by_key = Window.partitionBy(*table.key)
+        by_row = Window.partitionBy(*table.key, "_row_hash").orderBy("_row_hash")
+        keyed = (
+            frame.withColumn("_versions", F.size(F.collect_set("_row_hash").over(by_key)))
+            .withColumn("_copy", F.row_number().over(by_row))
+        )
+        key_present = F.lit(True)
+        for k in table.key:
+            key_present = key_present & F.col(k).isNotNull()
+        return (
+            keyed.transform(add_reason(key_present & (F.col("_versions") > 1), "DUPLICATE_KEY", ",".join(table.key)))
+            .transform(
+                add_reason(
+                    key_present & (F.col("_versions") == 1) & (F.col("_copy") > 1), "DUPLICATE_ROW", ",".join(table.key)
+                )
+            )
+            .drop("_versions", "_copy")
+        )
+
+    return transform
+
+
+def require_reference(column: str, valid: DataFrame, valid_column: str, code: str) -> Callable[[DataFrame], DataFrame]:
+    """Rows whose non-null `column` is not among `valid[valid_column]` get reason `code`."""
+
+    def transform(frame: DataFrame) -> DataFrame:
+        known = valid.select(F.col(valid_column).alias("_ref"), F.lit(True).alias("_known")).distinct()
+        joined = frame.join(known, frame[column] == known["_ref"], "left")
+        return joined.transform(
+            add_reason(F.col(column).isNotNull() & F.col("_known").isNull(), code, column)
+        ).drop("_ref", "_known")
+
+    return transform
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """Accepted rows per landing table (contract columns and types) and the quarantine rows."""
+
+    tables: dict[str, DataFrame]
+    quarantine: DataFrame
+    checked: dict[str, DataFrame]
+
+    def __getitem__(self, name: str) -> DataFrame:
+        return self.tables[name]
+
+
+def _accepted(frame: DataFrame, table: Table) -> DataFrame:
+    return frame.where(F.size(ACCEPTED) == 0).select(*table.names)
+
+
+def _rejected(frame: DataFrame, table: Table, run_id: str, as_of: dt.date) -> DataFrame:
+    key = F.concat_ws("|", *[F.col(f"_src_{k}") for k in table.key]) if table.key else F.lit(None)
+    masked = F.to_json(
+        F.struct(
+            *[
+                (mask_column(c.name, F.col(f"_src_{c.name}")) if c.pii else F.col(f"_src_{c.name}")).alias(c.name)
+                for c in table.columns
+            ]
+        ),
+        {"ignoreNullFields": "false"},
+    )
+    unmasked = F.to_json(F.struct(*[F.col(f"_src_{c}").alias(c) for c in table.names]), {"ignoreNullFields": "false"})
+    occurrence = F.row_number().over(Window.partitionBy("_row_hash").orderBy("_row_hash"))
+    return (
+        frame.where(F.size(ACCEPTED) > 0)
+        .select(
+            F.lit(as_of).alias("as_of_date"),
+            F.lit(run_id).alias("run_id"),
+            F.lit(table.name).alias("source_table"),
+            F.col(ACCEPTED)[0]["code"].alias("reason_code"),
+            F.array_join(F.transform(ACCEPTED, lambda r: F.concat(r["code"], F.lit(":"), r["detail"])), "; ")
+            .alias("reason_detail"),
+            key.alias("record_key"),
+            masked.alias("raw_record"),
+            # Identical copies of a row get the same digest; the occurrence number keeps them apart.
+            F.sha2(F.concat_ws("\u0001", F.lit(table.name), unmasked, occurrence.cast("string")), 256)
+            .alias("row_hash"),
+        )
+    )
+
+
+def ingest(raw: dict[str, DataFrame], run_id: str, as_of: dt.date) -> Ingested:
+    """Validate every landing table, dimensions first, then loans, then loan children."""
+    checked: dict[str, DataFrame] = {}
+    for table in LANDING_TABLES:
+        checked[table.name] = raw[table.name].transform(parse(table)).transform(flag_duplicates(table))
+
+    def accepted(table: Table) -> DataFrame:
+        return _accepted(checked[table.name], table)
+
+    checked[BRANCHES.name] = checked[BRANCHES.name].transform(
+        require_reference("parent_id", checked[BRANCHES.name], "branch_id", "UNKNOWN_REFERENCE")
+    )
+    checked[LOANS.name] = (
+        checked[LOANS.name]
+        .transform(require_reference("branch_id", accepted(BRANCHES), "branch_id", "UNKNOWN_REFERENCE"))
+        .transform(require_reference("product_code", accepted(PRODUCTS), "product_code", "UNKNOWN_REFERENCE"))
+        .transform(require_reference("borrower_id", accepted(BORROWERS), "borrower_id", "UNKNOWN_REFERENCE"))
+        .transform(add_reason(F.col("principal") == 0, "NON_POSITIVE_PRINCIPAL", "principal"))
+        .transform(
+            add_reason(
+                F.col("maturity_date") < F.col("disbursement_date"), "MATURITY_BEFORE_DISBURSEMENT", "maturity_date"
+            )
+        )
+        .transform(
+            add_reason(
+                (F.col("status") != "ACTIVE") & F.col("closed_date").isNull(), "MISSING_VALUE", "closed_date"
+            )
+        )
+        .transform(
+            add_reason(F.col("closed_date") < F.col("disbursement_date"), "CLOSED_BEFORE_DISBURSEMENT", "closed_date")
+        )
+    )
+    good_loans = accepted(LOANS).select("loan_id", "disbursement_date")
+    all_loan_ids = checked[LOANS.name].where(F.col("loan_id").isNotNull()).select("loan_id").distinct()
+    for child in LOAN_CHILDREN:
+        frame = checked[child.name]
+        known = good_loans.select(F.col("loan_id").alias("_good"), "disbursement_date")
+        delivered = all_loan_ids.select(F.col("loan_id").alias("_seen"))
+        frame = (
+            frame.join(known, frame["loan_id"] == known["_good"], "left")
+            .join(delivered, frame["loan_id"] == delivered["_seen"], "left")
+            .transform(
+                add_reason(F.col("loan_id").isNotNull() & F.col("_good").isNull() & F.col("_seen").isNotNull(),
+                           "LOAN_QUARANTINED", "loan_id")
+            )
+            .transform(
+                add_reason(F.col("loan_id").isNotNull() & F.col("_seen").isNull(), "UNKNOWN_LOAN", "loan_id")
+            )
+        )
+        if child is SCHEDULE:
+            frame = frame.transform(
+                add_reason(F.col("due_date") < F.col("disbursement_date"), "DUE_BEFORE_DISBURSEMENT", "due_date")
+            )
+        checked[child.name] = frame.drop("_good", "_seen", "disbursement_date")
+
+    tables = {t.name: accepted(t) for t in LANDING_TABLES}
+    quarantine = None
+    for table in LANDING_TABLES:
+        rejected = _rejected(checked[table.name], table, run_id, as_of)
+        quarantine = rejected if quarantine is None else quarantine.unionByName(rejected)
+    assert quarantine is not None
+    return Ingested(tables=tables, quarantine=quarantine, checked=checked)
+
+
+def unreconciled(input_rows: dict[str, int], accepted_rows: dict[str, int], quarantined_rows: dict[str, int]) -> list[str]:
+    """Tables whose input rows are not exactly accepted + quarantined (must be none)."""
+    return [
+        name for name, n in input_rows.items()
+        if n != accepted_rows.get(name, 0) + quarantined_rows.get(name, 0)
+    ]

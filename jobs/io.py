@@ -1,0 +1,215 @@
+"""All reading and writing: the landing zone, the Delta tables of the lake, the run ledger.
+
+Landing files are checked before Spark touches them (Parquet footers, CSV headers), so that a
+structurally unusable input stops the run with one line naming the file and the column, before
+anything is written. Lake tables are created from their contracts in `schemas/` (with table and
+column comments, partitioning, and only the protocol features delta-rs reads); a business date is
+replaced in one Delta commit per table (`replaceWhere`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from schemas.base import Table
+from schemas.lake import RUN_LEDGER
+
+# delta-rs (the API's reader) must understand every table: keep to the basic protocol.
+TABLE_PROPERTIES = {
+    "delta.enableDeletionVectors": "false",
+    "delta.columnMapping.mode": "none",
+    "delta.enableChangeDataFeed": "false",
+    "delta.checkpointPolicy": "classic",
+    "delta.logRetentionDuration": "interval 30 days",
+    "delta.deletedFileRetentionDuration": "interval 7 days",
+}
+
+
+class LandingError(RuntimeError):
+    """A landing input that cannot be used at all: names the file (or folder) and the column."""
+
+    def __init__(self, where: str | Path, message: str) -> None:
+        self.where = str(where)
+        super().__init__(f"{where}: {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# Landing
+
+
+@dataclass(frozen=True)
+class LandingFiles:
+    table: Table
+    fmt: str
+    files: tuple[Path, ...]
+
+
+def find_landing(landing: Path, table: Table) -> LandingFiles | None:
+    """The files of one landing table, checked for structure; None for an absent optional table."""
+    folder = landing / table.name
+    if not folder.is_dir():
+        if table.optional:
+            return None
+        raise LandingError(folder, f"missing table folder (required landing table {table.name})")
+    parquet = sorted(p for p in folder.rglob("*.parquet") if p.is_file())
+    csv = sorted(p for p in folder.rglob("*.csv") if p.is_file())
+    if parquet and csv:
+        raise LandingError(folder, "mixes Parquet and CSV files; deliver one format per table")
+    if not parquet and not csv:
+        raise LandingError(folder, "no .parquet or .csv files")
+    required = [c.name for c in table.columns]
+    if parquet:
+        for path in parquet:
+            try:
+                names = set(pq.read_schema(path).names)
+            except Exception as exc:  # pyarrow raises several types for a broken footer
+                raise LandingError(path, f"unreadable Parquet file ({type(exc).__name__})") from None
+            for column in required:
+                if column not in names:
+                    raise LandingError(path, f"missing column {column}")
+        return LandingFiles(table, "parquet", tuple(parquet))
+    for path in csv:
+        try:
+            with path.open(encoding="utf-8-sig") as handle:
+                header = handle.readline().rstrip("\r\n")
+        except (UnicodeDecodeError, OSError) as exc:
+            raise LandingError(path, f"unreadable CSV header ({type(exc).__name__})") from None
+        names = {h.strip().strip('"') for h in header.split(",")}
+        for column in required:
+            if column not in names:
+                raise LandingError(path, f"missing column {column}")
+    return LandingFiles(table, "csv", tuple(csv))
+
+
+def read_landing(spark: SparkSession, landing: Path, table: Table) -> DataFrame:
+    """Raw landing rows: the contract's columns as delivered (CSV: all text), nothing dropped."""
+    found = find_landing(landing, table)
+    if found is None:
+        empty = T.StructType([T.StructField(c.name, T.StringType()) for c in table.columns])
+        return spark.createDataFrame([], empty)
+    paths = [str(p) for p in found.files]
+    if found.fmt == "parquet":
+        frame = spark.read.parquet(*paths)
+    else:
+        frame = (
+            spark.read.option("header", "true")
+            .option("encoding", "UTF-8")
+            .option("mode", "PERMISSIVE")
+            .option("inferSchema", "false")
+            .csv(paths)
+        )
+    return frame.select(*table.names)
+
+
+# --------------------------------------------------------------------------------------------
+# Lake tables
+
+
+def table_path(lake: Path, table: Table) -> str:
+    return str((lake / table.name).resolve())
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def create_table(spark: SparkSession, lake: Path, table: Table) -> None:
+    """Create the Delta table from its contract if it does not exist (comments included)."""
+    columns = ",\n  ".join(
+        f"`{c.name}` {c.dtype.simpleString()}{'' if c.nullable else ' NOT NULL'} COMMENT {_sql_string(c.comment)}"
+        for c in table.columns
+    )
+    partition = f"PARTITIONED BY ({', '.join(table.partition_by)})" if table.partition_by else ""
+    props = ", ".join(f"{_sql_string(k)} = {_sql_string(v)}" for k, v in TABLE_PROPERTIES.items())
+    spark.sql(
+        f"CREATE TABLE IF NOT EXISTS delta.`{table_path(lake, table)}` (\n  {columns}\n) USING delta "
+        f"{partition} COMMENT {_sql_string(table.comment)} TBLPROPERTIES ({props})"
+    )
+
+
+def conform(frame: DataFrame, table: Table) -> DataFrame:
+    """Select the contract's columns in order, cast to the contract's types."""
+    missing = [c for c in table.names if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{table.name}: the stage did not produce {', '.join(missing)}")
+    return frame.select(*[F.col(c.name).cast(c.dtype).alias(c.name) for c in table.columns])
+
+
+def table_version(spark: SparkSession, lake: Path, table: Table) -> int:
+    row = spark.sql(f"DESCRIBE HISTORY delta.`{table_path(lake, table)}` LIMIT 1").select("version").first()
+    return int(row["version"]) if row else 0
+
+
+def write_date(spark: SparkSession, frame: DataFrame, lake: Path, table: Table, as_of: dt.date) -> int:
+    """Replace the business date's rows of a date-partitioned table in one commit; its version."""
+    create_table(spark, lake, table)
+    (
+        conform(frame, table)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"as_of_date = '{as_of.isoformat()}'")
+        .save(table_path(lake, table))
+    )
+    return table_version(spark, lake, table)
+
+
+def read_table(spark: SparkSession, lake: Path, table: Table, version: int | None = None) -> DataFrame:
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(table_path(lake, table))
+
+
+def table_exists(lake: Path, table: Table) -> bool:
+    return (lake / table.name / "_delta_log").is_dir()
+
+
+# --------------------------------------------------------------------------------------------
+# Run ledger
+
+
+def append_ledger(spark: SparkSession, lake: Path, entry: dict[str, Any]) -> None:
+    """Append one state change of a run (RUNNING, SUCCEEDED, FAILED)."""
+    create_table(spark, lake, RUN_LEDGER)
+    row = {c.name: entry.get(c.name) for c in RUN_LEDGER.columns}
+    for name in ("input_rows", "accepted_rows", "quarantined_rows", "output_rows", "table_versions", "summary"):
+        row[name] = {k: int(v) for k, v in (row[name] or {}).items()}
+    frame = spark.createDataFrame([row], RUN_LEDGER.schema)
+    frame.write.format("delta").mode("append").save(table_path(lake, RUN_LEDGER))
+
+
+@dataclass(frozen=True)
+class SucceededRun:
+    run_id: str
+    as_of_date: dt.date
+    table_versions: dict[str, int]
+
+
+def latest_succeeded(spark: SparkSession, lake: Path, before: dt.date) -> SucceededRun | None:
+    """The most recent SUCCEEDED run for a business date earlier than `before` (the state a run
+    builds on); among reruns of that date, the last to finish."""
+    if not table_exists(lake, RUN_LEDGER):
+        return None
+    row = (
+        read_table(spark, lake, RUN_LEDGER)
+        .where((F.col("status") == "SUCCEEDED") & (F.col("as_of_date") < F.lit(before)))
+        .orderBy(F.col("as_of_date").desc(), F.col("finished_at").desc())
+        .first()
+    )
+    if row is None:
+        return None
+    return SucceededRun(row["run_id"], row["as_of_date"], dict(row["table_versions"]))
+
+
+def ledger_rows(spark: SparkSession, lake: Path) -> list[dict[str, Any]]:
+    if not table_exists(lake, RUN_LEDGER):
+        return []
+    return [r.asDict(recursive=True) for r in read_table(spark, lake, RUN_LEDGER).collect()]

@@ -1,0 +1,350 @@
+"""The nightly batch: read -> transform -> validate -> write, then the ledger says SUCCEEDED.
+
+Each stage is a pure function of DataFrames and configuration values (jobs/delinquency.py,
+jobs/classification.py, ...); this module only wires them, and `jobs/io.py` does all the IO.
+A structurally unusable input is refused before anything is written; any later failure leaves a
+FAILED row in the ledger, and readers never serve a date whose run did not succeed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs import io
+from jobs.classification import classification_changes, classify
+from jobs.config import AppConfig, load_config
+from jobs.delinquency import on_book, with_branch_hierarchy, with_delinquency
+from jobs.ingest import ingest, unreconciled
+from jobs.lock import lake_lock
+from jobs.params import params_frame, with_params
+from schemas.landing import LANDING_TABLES
+from schemas.lake import BUCKETS, CLASSIFICATION_HISTORY, LOAN_SNAPSHOT, QUARANTINE, RISK_CLASSES
+
+PACKAGE_VERSION = "0.1.0"
+
+
+class DataQualityError(RuntimeError):
+    """The batch produced output that breaks a table contract; nothing of it is published."""
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    as_of: dt.date
+    status: str = "RUNNING"
+    previous_as_of: dt.date | None = None
+    input_rows: dict[str, int] = field(default_factory=dict)
+    accepted_rows: dict[str, int] = field(default_factory=dict)
+    quarantined_rows: dict[str, int] = field(default_factory=dict)
+    output_rows: dict[str, int] = field(default_factory=dict)
+    table_versions: dict[str, int] = field(default_factory=dict)
+    summary: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.timings[stage] = round(time.perf_counter() - start, 3)
+
+
+def code_version() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return f"{PACKAGE_VERSION}+{commit or 'unknown'}"
+
+
+def build_snapshot(
+    as_of: dt.date,
+    config: AppConfig,
+    tables: dict[str, DataFrame],
+    params: DataFrame,
+    previous: DataFrame | None,
+) -> DataFrame:
+    """loan_snapshot for the date from accepted landing tables and the previous run's snapshot."""
+    d = config.delinquency
+    regions = tables["borrowers"].select("borrower_id", "region_code")
+    return (
+        tables["loans"]
+        .transform(on_book(as_of))
+        .transform(with_branch_hierarchy(tables["branches"]))
+        .join(regions, "borrower_id", "left")
+        .transform(with_params(params))
+        .transform(
+            with_delinquency(
+                as_of, tables["schedule"], tables["repayments"], d.fpd_days, d.bucket_width_days, d.bucket_count
+            )
+        )
+        .transform(
+            classify(
+                as_of,
+                config.profile,
+                tables["schedule"],
+                tables["risk_signals"],
+                tables["overrides"],
+                tables["products"],
+                previous,
+            )
+        )
+        .withColumn("as_of_date", F.lit(as_of))
+    )
+
+
+def validate_snapshot(snapshot: DataFrame) -> dict[str, int]:
+    """Contract checks on the snapshot before it is published; returns summary counts."""
+    checks = snapshot.agg(
+        F.count(F.lit(1)).alias("loans"),
+        F.countDistinct("loan_id").alias("distinct_loans"),
+        F.sum(F.when(~F.col("risk_class").isin(*RISK_CLASSES) | F.col("risk_class").isNull(), 1).otherwise(0))
+        .alias("bad_class"),
+        F.sum(F.when(~F.col("bucket").isin(*BUCKETS) | F.col("bucket").isNull(), 1).otherwise(0)).alias("bad_bucket"),
+        F.sum(F.when((F.col("dpd") < 0) | F.col("dpd").isNull(), 1).otherwise(0)).alias("bad_dpd"),
+        F.sum(F.when(F.col("outstanding_principal") < 0, 1).otherwise(0)).alias("bad_balance"),
+        *[F.sum(F.when(F.col("risk_class") == c, 1).otherwise(0)).alias(f"class_{c}") for c in RISK_CLASSES],
+        *[F.sum(F.when(F.col("bucket") == b, 1).otherwise(0)).alias(f"bucket_{b}") for b in BUCKETS],
+        F.sum(F.col("is_npl").cast("int")).alias("npl_loans"),
+    ).first()
+    assert checks is not None
+    counts = {k: int(v or 0) for k, v in checks.asDict().items()}
+    problems = []
+    if counts["loans"] != counts["distinct_loans"]:
+        problems.append(f"{counts['loans'] - counts['distinct_loans']} duplicate loan rows")
+    for name in ("bad_class", "bad_bucket", "bad_dpd", "bad_balance"):
+        if counts[name]:
+            problems.append(f"{counts[name]} rows with {name.removeprefix('bad_')} out of contract")
+    if problems:
+        raise DataQualityError("loan_snapshot: " + "; ".join(problems))
+    return {k: v for k, v in counts.items() if not k.startswith("bad_") and k != "distinct_loans"}
+
+
+def _count_by_source(quarantine: DataFrame) -> dict[str, int]:
+    return {r["source_table"]: int(r["n"]) for r in quarantine.groupBy("source_table").agg(F.count("*").alias("n")).collect()}
+
+
+def run_nightly(
+    spark: SparkSession,
+    config: AppConfig,
+    as_of: dt.date,
+    landing: Path,
+    lake: Path,
+    run_id: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RunReport:
+    """Run the batch for one business date; rerunning a date replaces its rows."""
+    say = progress or (lambda _msg: None)
+    run_id = run_id or f"{as_of:%Y%m%d}-{uuid.uuid4().hex[:10]}"
+    report = RunReport(run_id=run_id, as_of=as_of)
+    # Structure first: a missing table or column stops here, before anything is written.
+    raw = {t.name: io.read_landing(spark, landing, t) for t in LANDING_TABLES}
+    with lake_lock(lake, run_id) as stale:
+        started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        if stale is not None:
+            _fail_abandoned(spark, lake, str(stale.get("run_id")))
+        previous = io.latest_succeeded(spark, lake, as_of)
+        report.previous_as_of = previous.as_of_date if previous else None
+        base_entry: dict[str, Any] = {
+            "run_id": run_id,
+            "as_of_date": as_of,
+            "started_at": started,
+            "config_hash": config.source_hash,
+            "code_version": code_version(),
+            "previous_as_of_date": report.previous_as_of,
+        }
+        io.append_ledger(spark, lake, {**base_entry, "status": "RUNNING"})
+        cached: list[DataFrame] = []
+        try:
+            with report.timed("ingest"):
+                say("ingest: validating landing rows")
+                report.input_rows = {name: frame.count() for name, frame in raw.items()}
+                ingested = ingest(raw, run_id, as_of)
+                tables = {}
+                for name, frame in ingested.tables.items():
+                    kept = frame.persist(StorageLevel.MEMORY_AND_DISK)
+                    cached.append(kept)
+                    tables[name] = kept
+                report.accepted_rows = {name: frame.count() for name, frame in tables.items()}
+                quarantine = ingested.quarantine.persist(StorageLevel.MEMORY_AND_DISK)
+                cached.append(quarantine)
+                report.quarantined_rows = _count_by_source(quarantine)
+                broken = unreconciled(report.input_rows, report.accepted_rows, report.quarantined_rows)
+                if broken:
+                    raise DataQualityError(f"rows neither accepted nor quarantined in {', '.join(broken)}")
+
+            with report.timed("delinquency_classification"):
+                say("delinquency and classification")
+                previous_snapshot = None
+                if previous is not None and "loan_snapshot" in previous.table_versions:
+                    previous_snapshot = io.read_table(
+                        spark, lake, LOAN_SNAPSHOT, previous.table_versions["loan_snapshot"]
+                    ).where(F.col("as_of_date") == F.lit(previous.as_of_date))
+                tier1 = [r["branch_id"] for r in tables["branches"].where(F.col("level") == "TIER1").collect()]
+                products = [r["product_code"] for r in tables["products"].collect()]
+                params = params_frame(spark, config, [*tier1, None], products)
+                snapshot = build_snapshot(as_of, config, tables, params, previous_snapshot).persist(
+                    StorageLevel.MEMORY_AND_DISK
+                )
+                cached.append(snapshot)
+                report.summary = validate_snapshot(snapshot)
+                history = snapshot.transform(classification_changes(as_of, report.previous_as_of))
+
+            with report.timed("write"):
+                say("write: Delta tables")
+                outputs = {
+                    QUARANTINE: quarantine,
+                    LOAN_SNAPSHOT: snapshot,
+                    CLASSIFICATION_HISTORY: history,
+                }
+                for table, frame in outputs.items():
+                    report.table_versions[table.name] = io.write_date(spark, frame, lake, table, as_of)
+                report.output_rows = {
+                    QUARANTINE.name: sum(report.quarantined_rows.values()),
+                    LOAN_SNAPSHOT.name: report.summary["loans"],
+                    CLASSIFICATION_HISTORY.name: io.read_table(spark, lake, CLASSIFICATION_HISTORY)
+                    .where(F.col("as_of_date") == F.lit(as_of))
+                    .count(),
+                }
+            report.status = "SUCCEEDED"
+            io.append_ledger(
+                spark,
+                lake,
+                {
+                    **base_entry,
+                    "status": "SUCCEEDED",
+                    "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                    "input_rows": report.input_rows,
+                    "accepted_rows": report.accepted_rows,
+                    "quarantined_rows": report.quarantined_rows,
+                    "output_rows": report.output_rows,
+                    "table_versions": report.table_versions,
+                    "summary": report.summary,
+                },
+            )
+            return report
+        except BaseException as exc:
+            report.status = "FAILED"
+            io.append_ledger(
+                spark,
+                lake,
+                {
+                    **base_entry,
+                    "status": "FAILED",
+                    "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                    "input_rows": report.input_rows,
+                    "accepted_rows": report.accepted_rows,
+                    "quarantined_rows": report.quarantined_rows,
+                    "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:2000],
+                },
+            )
+            raise
+        finally:
+            for frame in cached:
+                frame.unpersist()
+
+
+def _fail_abandoned(spark: SparkSession, lake: Path, run_id: str) -> None:
+    """Close the RUNNING row a killed run left behind, so the ledger tells the whole story."""
+    rows = [r for r in io.ledger_rows(spark, lake) if r["run_id"] == run_id]
+    if not rows or any(r["status"] != "RUNNING" for r in rows):
+        return
+    first = rows[0]
+    io.append_ledger(
+        spark,
+        lake,
+        {
+            **{k: first[k] for k in ("run_id", "as_of_date", "started_at", "config_hash", "code_version")},
+            "status": "FAILED",
+            "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            "error": "abandoned: the run's process ended before it finished",
+        },
+    )
+
+
+def print_report(report: RunReport, out: Any = None) -> None:
+    out = out or sys.stdout
+    s = report.summary
+    print(f"run {report.run_id}  as of {report.as_of}  {report.status}", file=out)
+    print(f"  previous run's date: {report.previous_as_of or '(none: first run)'}", file=out)
+    print(f"  loans on book: {s.get('loans', 0):,}   NPL: {s.get('npl_loans', 0):,}", file=out)
+    print("  classes: " + ", ".join(f"{c} {s.get(f'class_{c}', 0):,}" for c in RISK_CLASSES), file=out)
+    print("  buckets: " + ", ".join(f"{b} {s.get(f'bucket_{b}', 0):,}" for b in BUCKETS), file=out)
+    quarantined = sum(report.quarantined_rows.values())
+    print(f"  quarantined rows: {quarantined:,}"
+          + (f" ({', '.join(f'{k} {v}' for k, v in sorted(report.quarantined_rows.items()))})" if quarantined else ""),
+          file=out)
+    print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items()), file=out)
+
+
+def run_nightly_command(as_of: dt.date, landing: Path, lake: Path, conf: Path, profile: str | None) -> int:
+    """`postloan nightly`: exit 0 on success, 3 for unusable input, 4 when locked, 1 otherwise."""
+    from jobs.lock import RunLocked
+    from jobs.spark import build_session
+
+    config = load_config(conf, profile)
+    spark = build_session(config.spark)
+    try:
+        report = run_nightly(spark, config, as_of, landing, lake, progress=lambda m: print(f"[{as_of}] {m}"))
+    except io.LandingError as exc:
+        print(f"postloan: input refused, nothing written: {exc}", file=sys.stderr)
+        return 3
+    except RunLocked as exc:
+        print(f"postloan: {exc}", file=sys.stderr)
+        return 4
+    except DataQualityError as exc:
+        print(f"postloan: output refused, date not published: {exc}", file=sys.stderr)
+        return 5
+    print_report(report)
+    return 0
+
+
+def previous_month_end(day: dt.date) -> dt.date:
+    return day.replace(day=1) - dt.timedelta(days=1)
+
+
+def run_demo(folder: Path, loans: int, as_of: dt.date, conf: Path, serve: bool) -> int:
+    """Generate the sample book, run the batch for last month-end and the date, then serve."""
+    from jobs.generate import generate_landing
+    from jobs.spark import build_session
+
+    config = load_config(conf)
+    spark = build_session(config.spark)
+    landing, lake = folder / "landing", folder / "lake"
+    marker = landing / f"_generated_{loans}_{as_of.isoformat()}"
+    if not marker.exists():
+        print(f"generating a sample book of {loans:,} loans as of {as_of} in {landing}")
+        generate_landing(spark, loans, as_of, 7, landing, "parquet")
+        marker.touch()
+    for day in (previous_month_end(as_of), as_of):
+        report = run_nightly(spark, config, day, landing, lake, progress=lambda m, d=day: print(f"[{d}] {m}"))
+        print_report(report)
+    print(f"lake: {lake.resolve()}")
+    if serve:
+        try:
+            from api.server import serve_demo
+        except ImportError:
+            print("API: not available in this build")
+            return 0
+        spark.stop()
+        return serve_demo(lake, conf)
+    return 0

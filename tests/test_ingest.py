@@ -1,0 +1,151 @@
+"""Ingest: every landing row is accepted or quarantined with its reason; structure errors stop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs.ingest import ingest, unreconciled
+from jobs.io import LandingError, read_landing
+from schemas.landing import BORROWERS, LANDING_TABLES, LOANS, SCHEDULE
+from tests.helpers import AS_OF, text_frame
+
+LOAN = {
+    "loan_id": "L1", "borrower_id": "B1", "product_code": "P1", "branch_id": "S1", "officer_id": "O1",
+    "channel_id": None, "principal": "1000.00", "disbursement_date": "2026-01-10", "maturity_date": "2027-01-10",
+    "repayment_method": "EQUAL_INSTALLMENT", "payment_mode": "ENTRUSTED", "annual_rate": "0.05",
+    "collateral_type": "CREDIT", "restructured_date": None, "restructure_count": None,
+    "restructured_from_npl": None, "status": "ACTIVE", "closed_date": None,
+}
+
+
+def raw_book(spark: SparkSession, **tables: list[dict[str, str | None]]) -> dict[str, DataFrame]:
+    base: dict[str, list[dict[str, str | None]]] = {
+        "branches": [
+            {"branch_id": "HQ", "parent_id": None, "level": "HQ", "name": "總行", "region_code": "R0"},
+            {"branch_id": "S1", "parent_id": "HQ", "level": "SUB", "name": "支行", "region_code": "R1"},
+        ],
+        "products": [{"product_code": "P1", "name": "消費貸", "category": "CONSUMER", "low_risk": "false",
+                      "refinance_designed": None}],
+        "borrowers": [{"borrower_id": "B1", "name": "張三豐", "id_number": "110101199003071234",
+                       "phone": "13800138000", "region_code": "R1"}],
+        "agencies": [{"agency_id": "A1", "name": "催收一", "region_codes": "R1", "capacity": "10",
+                      "status": "ACTIVE"}],
+    }
+    base.update(tables)
+    return {t.name: text_frame(spark, t, base.get(t.name, [])) for t in LANDING_TABLES}
+
+
+def quarantined(result_quarantine: DataFrame) -> list[tuple[str, str | None, str, str]]:
+    return sorted(
+        (r["source_table"], r["record_key"], r["reason_code"], r["reason_detail"])
+        for r in result_quarantine.collect()
+    )
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(spark: SparkSession) -> None:
+    loans = [
+        LOAN,
+        {**LOAN, "loan_id": None},
+        {**LOAN, "loan_id": "L2", "principal": "-5.00"},
+        {**LOAN, "loan_id": "L3", "disbursement_date": "2026-13-45"},
+        {**LOAN, "loan_id": "L4", "repayment_method": "BALLOON"},
+        {**LOAN, "loan_id": "L5"},
+        {**LOAN, "loan_id": "L5", "principal": "2000.00"},  # same id, different content
+        {**LOAN, "loan_id": "L6"},
+        {**LOAN, "loan_id": "L6"},  # identical copy
+        {**LOAN, "loan_id": "L7", "branch_id": "NOWHERE"},
+        {**LOAN, "loan_id": "L8", "maturity_date": "2025-01-01"},
+    ]
+    schedule = [
+        {"loan_id": "L1", "installment_no": "1", "due_date": "2026-02-10", "principal_due": "500", "interest_due": "5"},
+        {"loan_id": "L1", "installment_no": "2", "due_date": "2026-01-01", "principal_due": "500", "interest_due": "5"},
+        {"loan_id": "L2", "installment_no": "1", "due_date": "2026-02-10", "principal_due": "500", "interest_due": "5"},
+        {"loan_id": "ZZ", "installment_no": "1", "due_date": "2026-02-10", "principal_due": "500", "interest_due": "5"},
+        {"loan_id": "L6", "installment_no": "1", "due_date": "2026-02-10", "principal_due": "x", "interest_due": "5"},
+    ]
+    repayments = [
+        {"txn_id": "T1", "loan_id": "L1", "value_date": "2026-02-10", "amount": "505.00"},
+        {"txn_id": "T2", "loan_id": "L1", "value_date": "2026-02-11", "amount": "-505.00"},
+        {"txn_id": "T3", "loan_id": "L5", "value_date": "2026-02-11", "amount": "10.00"},
+        {"txn_id": None, "loan_id": "L1", "value_date": "2026-02-11", "amount": "10.00"},
+    ]
+    raw = raw_book(spark, loans=loans, schedule=schedule, repayments=repayments)
+    result = ingest(raw, "run-1", AS_OF)
+    got = quarantined(result.quarantine)
+    assert got == sorted([
+        ("loans", "", "NULL_KEY", "NULL_KEY:loan_id"),
+        ("loans", "L2", "NEGATIVE_AMOUNT", "NEGATIVE_AMOUNT:principal"),
+        ("loans", "L3", "UNPARSABLE_VALUE", "UNPARSABLE_VALUE:disbursement_date"),
+        ("loans", "L4", "INVALID_VALUE", "INVALID_VALUE:repayment_method"),
+        ("loans", "L5", "DUPLICATE_KEY", "DUPLICATE_KEY:loan_id"),
+        ("loans", "L5", "DUPLICATE_KEY", "DUPLICATE_KEY:loan_id"),
+        ("loans", "L6", "DUPLICATE_ROW", "DUPLICATE_ROW:loan_id"),
+        ("loans", "L7", "UNKNOWN_REFERENCE", "UNKNOWN_REFERENCE:branch_id"),
+        ("loans", "L8", "MATURITY_BEFORE_DISBURSEMENT", "MATURITY_BEFORE_DISBURSEMENT:maturity_date"),
+        ("schedule", "L1|2", "DUE_BEFORE_DISBURSEMENT", "DUE_BEFORE_DISBURSEMENT:due_date"),
+        ("schedule", "L2|1", "LOAN_QUARANTINED", "LOAN_QUARANTINED:loan_id"),
+        ("schedule", "ZZ|1", "UNKNOWN_LOAN", "UNKNOWN_LOAN:loan_id"),
+        ("schedule", "L6|1", "UNPARSABLE_VALUE", "UNPARSABLE_VALUE:principal_due"),
+        ("repayments", "T3", "LOAN_QUARANTINED", "LOAN_QUARANTINED:loan_id"),
+        ("repayments", "", "NULL_KEY", "NULL_KEY:txn_id"),
+    ])
+    accepted = {name: frame.count() for name, frame in result.tables.items()}
+    assert accepted["loans"] == 2  # L1 and one copy of L6
+    assert accepted["schedule"] == 1 and accepted["repayments"] == 2
+    inputs = {name: frame.count() for name, frame in raw.items()}
+    by_source: dict[str, int] = {}
+    for source, *_ in got:
+        by_source[source] = by_source.get(source, 0) + 1
+    assert unreconciled(inputs, accepted, by_source) == []
+
+
+def test_quarantined_personal_data_is_masked(spark: SparkSession) -> None:
+    borrowers = [
+        {"borrower_id": "B1", "name": "張三豐", "id_number": "110101199003071234", "phone": "13800138000",
+         "region_code": "R1"},
+        {"borrower_id": "B2", "name": "李四", "id_number": "110101199003075678", "phone": "13900139000",
+         "region_code": None},
+    ]
+    result = ingest(raw_book(spark, borrowers=borrowers), "run-1", AS_OF)
+    rows = result.quarantine.where("source_table = 'borrowers'").collect()
+    assert [r["reason_code"] for r in rows] == ["MISSING_VALUE"]
+    record = json.loads(rows[0]["raw_record"])
+    assert record == {"borrower_id": "B2", "name": "李*", "id_number": "110101********5678",
+                      "phone": "139****9000", "region_code": None}
+    assert "13900139000" not in rows[0]["raw_record"]
+
+
+def test_missing_required_table_names_the_folder(spark: SparkSession, tmp_path: Path) -> None:
+    with pytest.raises(LandingError, match=r"landing/loans: missing table folder"):
+        read_landing(spark, tmp_path / "landing", LOANS)
+
+
+def test_missing_column_names_the_file_and_column(spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "schedule"
+    folder.mkdir()
+    table = pa.table({"loan_id": ["L1"], "installment_no": [1], "due_date": ["2026-01-01"], "principal_due": [1.0]})
+    pq.write_table(table, folder / "part-0.parquet")
+    with pytest.raises(LandingError, match=r"schedule/part-0.parquet: missing column interest_due"):
+        read_landing(spark, tmp_path, SCHEDULE)
+
+
+def test_unreadable_parquet_names_the_file(spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "borrowers"
+    folder.mkdir()
+    (folder / "part-0.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(LandingError, match=r"borrowers/part-0.parquet: unreadable Parquet file"):
+        read_landing(spark, tmp_path, BORROWERS)
+
+
+def test_csv_missing_column_names_the_file(spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "borrowers"
+    folder.mkdir()
+    (folder / "b.csv").write_text("borrower_id,name,id_number,region_code\nB1,x,y,R1\n", encoding="utf-8")
+    with pytest.raises(LandingError, match=r"borrowers/b.csv: missing column phone"):
+        read_landing(spark, tmp_path, BORROWERS)
