@@ -104,12 +104,16 @@ def _as_of(as_of: dt.date) -> Column:
     return F.lit(as_of)
 
 
-def _check_input(loans: DataFrame, profile: ClassificationProfile) -> None:
+def _check_input(loans: DataFrame) -> None:
     present = set(loans.columns)
     missing = [c for c in INPUT_COLUMNS if c not in present]
     missing += [f"classification__{p}" for p in PARAMS_USED if f"classification__{p}" not in present]
     if missing:
         raise ValueError(f"classify: input lacks column(s) {', '.join(missing)}")
+
+
+def _check_profile(profile: ClassificationProfile) -> None:
+    # Every class needs grades: risk_grade may not be null in the contract.
     graded = {name for name, rules in profile.grades.items() if rules}
     no_grades = [c for c in RISK_CLASS_ORDER if c not in graded]
     if no_grades:
@@ -429,8 +433,10 @@ def classify(
     re-joins `previous` for it.
     """
 
+    _check_profile(profile)
+
     def transform(loans: DataFrame) -> DataFrame:
-        _check_input(loans, profile)
+        _check_input(loans)
         columns = [*loans.columns, *OUTPUT_COLUMNS]
         risk_rank = F.col(_RISK_RANK)
         return (

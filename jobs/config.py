@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 import json
 import types
 import typing
@@ -129,8 +130,12 @@ class AppConfig:
 
 # Sections whose scalar fields a tier-1 branch or product may override.
 OVERRIDABLE: dict[str, type] = {"delinquency": DelinquencyConfig, "classification": ClassificationProfile}
-# Later stages register their sections here: name -> dataclass (all fields defaulted).
-EXTRA_SECTIONS: dict[str, type] = {}
+
+
+def _extra_sections() -> dict[str, type]:
+    from jobs.sections import SECTIONS
+
+    return SECTIONS
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,7 +256,7 @@ def scalar_fields(cls: type) -> dict[str, Any]:
 
 
 def overridable_sections() -> dict[str, type]:
-    return {**OVERRIDABLE, **{k: v for k, v in EXTRA_SECTIONS.items()}}
+    return {**OVERRIDABLE, **_extra_sections()}
 
 
 def _check_override(raw: Any, file: Path, index: int) -> OverrideRule:
@@ -279,7 +284,8 @@ def load_config(conf_dir: str | Path, profile: str | None = None) -> AppConfig:
     raw = _read_yaml(main_file)
     if not isinstance(raw, dict):
         raise ConfigError(main_file, "(top level)", "expected a mapping")
-    allowed = {"profile", "delinquency", "overrides", "holidays_file", "spark", *EXTRA_SECTIONS}
+    extra = _extra_sections()
+    allowed = {"profile", "delinquency", "overrides", "holidays_file", "spark", *extra}
     for name in raw:
         if name not in allowed:
             raise ConfigError(main_file, str(name), f"unknown key (known: {', '.join(sorted(allowed))})")
@@ -312,11 +318,18 @@ def load_config(conf_dir: str | Path, profile: str | None = None) -> AppConfig:
     spark_file = root / "spark" / f"{spark_name}.yaml"
     spark = build(SparkSettings, _read_yaml(spark_file), spark_file)
 
-    sections = {
-        name: build(cls, raw.get(name, {}), main_file, name) for name, cls in EXTRA_SECTIONS.items()
-    }
+    # A stage's section may sit in postloan.yaml or in a file of its own, conf/<section>.yaml.
+    sections: dict[str, Any] = {}
+    for name, cls in extra.items():
+        own_file = root / f"{name}.yaml"
+        if own_file.is_file():
+            if name in raw:
+                raise ConfigError(main_file, name, f"also set in {own_file.name}; keep one")
+            sections[name] = build(cls, _read_yaml(own_file), own_file)
+        else:
+            sections[name] = build(cls, raw.get(name, {}) or {}, main_file, name)
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*.yaml")):
+    for path in sorted(root.rglob("*.yaml")):
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
     digest.update(json.dumps({"profile": profile_name}).encode())
@@ -338,7 +351,7 @@ def _check_profile(p: ClassificationProfile, file: Path) -> None:
         ("dpd_doubtful_above", p.dpd_doubtful_above),
         ("dpd_loss_above", p.dpd_loss_above),
     ]
-    for (name_a, a), (name_b, b) in zip(thresholds, thresholds[1:], strict=False):
+    for (name_a, a), (name_b, b) in itertools.pairwise(thresholds):
         if a >= b:
             raise ConfigError(file, name_b, f"must be above {name_a} ({a}), got {b}")
     if p.technical_grace_days > 7:
@@ -346,6 +359,7 @@ def _check_profile(p: ClassificationProfile, file: Path) -> None:
     for risk_class, rules in p.grades.items():
         if not rules:
             raise ConfigError(file, f"grades.{risk_class}", "needs at least one grade")
-        if any(r.max_dpd is not None or r.max_dpd_ever is not None or r.collateral_types or r.no_signal
-               for r in rules[-1:]):
+        if any(
+            r.max_dpd is not None or r.max_dpd_ever is not None or r.collateral_types or r.no_signal for r in rules[-1:]
+        ):
             raise ConfigError(file, f"grades.{risk_class}", "the last grade must have no conditions (catch-all)")

@@ -46,15 +46,12 @@ def with_branch_hierarchy(branches: DataFrame, max_depth: int = 8) -> Callable[[
         )
         # The hierarchy is four levels deep; a few extra hops tolerate deeper trees.
         for _ in range(max_depth):
-            walk = (
-                walk.join(F.broadcast(parent), walk["_next"] == parent["_pid"], "left")
-                .select(
-                    "branch_id",
-                    F.when(F.col("_pid").isNotNull(), F.concat(F.array("_pid"), "branch_path"))
-                    .otherwise(F.col("branch_path"))
-                    .alias("branch_path"),
-                    F.col("_pparent").alias("_next"),
-                )
+            walk = walk.join(F.broadcast(parent), walk["_next"] == parent["_pid"], "left").select(
+                "branch_id",
+                F.when(F.col("_pid").isNotNull(), F.concat(F.array("_pid"), "branch_path"))
+                .otherwise(F.col("branch_path"))
+                .alias("branch_path"),
+                F.col("_pparent").alias("_next"),
             )
         levels = branches.select(F.col("branch_id").alias("_bid"), F.col("level").alias("_level"))
         exploded = walk.select("branch_id", "branch_path", F.posexplode("branch_path").alias("_pos", "_bid"))

@@ -53,9 +53,8 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
             value = F.when(text == "", F.lit(None)).otherwise(source).try_cast(c.dtype)
             if c.dtype.simpleString() == "boolean":
                 lowered = F.lower(text)
-                value = (
-                    F.when(lowered.isin("true", "1", "y", "yes"), F.lit(True))
-                    .when(lowered.isin("false", "0", "n", "no"), F.lit(False))
+                value = F.when(lowered.isin("true", "1", "y", "yes"), F.lit(True)).when(
+                    lowered.isin("false", "0", "n", "no"), F.lit(False)
                 )
             parsed.append(value.alias(c.name))
             if not c.nullable:
@@ -96,9 +95,8 @@ def flag_duplicates(table: Table) -> Callable[[DataFrame], DataFrame]:
             return frame
         by_key = Window.partitionBy(*table.key)
         by_row = Window.partitionBy(*table.key, "_row_hash").orderBy("_row_hash")
-        keyed = (
-            frame.withColumn("_versions", F.size(F.collect_set("_row_hash").over(by_key)))
-            .withColumn("_copy", F.row_number().over(by_row))
+        keyed = frame.withColumn("_versions", F.size(F.collect_set("_row_hash").over(by_key))).withColumn(
+            "_copy", F.row_number().over(by_row)
         )
         key_present = F.lit(True)
         for k in table.key:
@@ -122,9 +120,9 @@ def require_reference(column: str, valid: DataFrame, valid_column: str, code: st
     def transform(frame: DataFrame) -> DataFrame:
         known = valid.select(F.col(valid_column).alias("_ref"), F.lit(True).alias("_known")).distinct()
         joined = frame.join(known, frame[column] == known["_ref"], "left")
-        return joined.transform(
-            add_reason(F.col(column).isNotNull() & F.col("_known").isNull(), code, column)
-        ).drop("_ref", "_known")
+        return joined.transform(add_reason(F.col(column).isNotNull() & F.col("_known").isNull(), code, column)).drop(
+            "_ref", "_known"
+        )
 
     return transform
 
@@ -158,21 +156,18 @@ def _rejected(frame: DataFrame, table: Table, run_id: str, as_of: dt.date) -> Da
     )
     unmasked = F.to_json(F.struct(*[F.col(f"_src_{c}").alias(c) for c in table.names]), {"ignoreNullFields": "false"})
     occurrence = F.row_number().over(Window.partitionBy("_row_hash").orderBy("_row_hash"))
-    return (
-        frame.where(F.size(ACCEPTED) > 0)
-        .select(
-            F.lit(as_of).alias("as_of_date"),
-            F.lit(run_id).alias("run_id"),
-            F.lit(table.name).alias("source_table"),
-            F.col(ACCEPTED)[0]["code"].alias("reason_code"),
-            F.array_join(F.transform(ACCEPTED, lambda r: F.concat(r["code"], F.lit(":"), r["detail"])), "; ")
-            .alias("reason_detail"),
-            key.alias("record_key"),
-            masked.alias("raw_record"),
-            # Identical copies of a row get the same digest; the occurrence number keeps them apart.
-            F.sha2(F.concat_ws("\u0001", F.lit(table.name), unmasked, occurrence.cast("string")), 256)
-            .alias("row_hash"),
-        )
+    return frame.where(F.size(ACCEPTED) > 0).select(
+        F.lit(as_of).alias("as_of_date"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(table.name).alias("source_table"),
+        F.col(ACCEPTED)[0]["code"].alias("reason_code"),
+        F.array_join(F.transform(ACCEPTED, lambda r: F.concat(r["code"], F.lit(":"), r["detail"])), "; ").alias(
+            "reason_detail"
+        ),
+        key.alias("record_key"),
+        masked.alias("raw_record"),
+        # Identical copies of a row get the same digest; the occurrence number keeps them apart.
+        F.sha2(F.concat_ws("\u0001", F.lit(table.name), unmasked, occurrence.cast("string")), 256).alias("row_hash"),
     )
 
 
@@ -200,9 +195,7 @@ def ingest(raw: dict[str, DataFrame], run_id: str, as_of: dt.date) -> Ingested:
             )
         )
         .transform(
-            add_reason(
-                (F.col("status") != "ACTIVE") & F.col("closed_date").isNull(), "MISSING_VALUE", "closed_date"
-            )
+            add_reason((F.col("status") != "ACTIVE") & F.col("closed_date").isNull(), "MISSING_VALUE", "closed_date")
         )
         .transform(
             add_reason(F.col("closed_date") < F.col("disbursement_date"), "CLOSED_BEFORE_DISBURSEMENT", "closed_date")
@@ -218,12 +211,13 @@ def ingest(raw: dict[str, DataFrame], run_id: str, as_of: dt.date) -> Ingested:
             frame.join(known, frame["loan_id"] == known["_good"], "left")
             .join(delivered, frame["loan_id"] == delivered["_seen"], "left")
             .transform(
-                add_reason(F.col("loan_id").isNotNull() & F.col("_good").isNull() & F.col("_seen").isNotNull(),
-                           "LOAN_QUARANTINED", "loan_id")
+                add_reason(
+                    F.col("loan_id").isNotNull() & F.col("_good").isNull() & F.col("_seen").isNotNull(),
+                    "LOAN_QUARANTINED",
+                    "loan_id",
+                )
             )
-            .transform(
-                add_reason(F.col("loan_id").isNotNull() & F.col("_seen").isNull(), "UNKNOWN_LOAN", "loan_id")
-            )
+            .transform(add_reason(F.col("loan_id").isNotNull() & F.col("_seen").isNull(), "UNKNOWN_LOAN", "loan_id"))
         )
         if child is SCHEDULE:
             frame = frame.transform(
@@ -240,9 +234,8 @@ def ingest(raw: dict[str, DataFrame], run_id: str, as_of: dt.date) -> Ingested:
     return Ingested(tables=tables, quarantine=quarantine, checked=checked)
 
 
-def unreconciled(input_rows: dict[str, int], accepted_rows: dict[str, int], quarantined_rows: dict[str, int]) -> list[str]:
+def unreconciled(
+    input_rows: dict[str, int], accepted_rows: dict[str, int], quarantined_rows: dict[str, int]
+) -> list[str]:
     """Tables whose input rows are not exactly accepted + quarantined (must be none)."""
-    return [
-        name for name, n in input_rows.items()
-        if n != accepted_rows.get(name, 0) + quarantined_rows.get(name, 0)
-    ]
+    return [name for name, n in input_rows.items() if n != accepted_rows.get(name, 0) + quarantined_rows.get(name, 0)]

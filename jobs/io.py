@@ -209,6 +209,48 @@ def latest_succeeded(spark: SparkSession, lake: Path, before: dt.date) -> Succee
     return SucceededRun(row["run_id"], row["as_of_date"], dict(row["table_versions"]))
 
 
+def succeeded_runs(spark: SparkSession, lake: Path) -> list[SucceededRun]:
+    """The run that serves each business date: its latest SUCCEEDED run."""
+    if not table_exists(lake, RUN_LEDGER):
+        return []
+    rows = (
+        read_table(spark, lake, RUN_LEDGER)
+        .where(F.col("status") == "SUCCEEDED")
+        .select("run_id", "as_of_date", "finished_at", "table_versions")
+        .collect()
+    )
+    latest: dict[dt.date, Any] = {}
+    for row in rows:
+        held = latest.get(row["as_of_date"])
+        if held is None or row["finished_at"] > held["finished_at"]:
+            latest[row["as_of_date"]] = row
+    return [SucceededRun(r["run_id"], r["as_of_date"], dict(r["table_versions"])) for _, r in sorted(latest.items())]
+
+
+def history(spark: SparkSession, lake: Path, table: Table, start: dt.date, end: dt.date) -> DataFrame | None:
+    """A date-partitioned table's rows for each business date in [start, end) that a SUCCEEDED
+    run serves, each date read at the version its run wrote (a later failed rerun is invisible)."""
+    runs = [r for r in succeeded_runs(spark, lake) if start <= r.as_of_date < end and table.name in r.table_versions]
+    by_version: dict[int, list[dt.date]] = {}
+    for run in runs:
+        by_version.setdefault(run.table_versions[table.name], []).append(run.as_of_date)
+    frames = [
+        read_table(spark, lake, table, version).where(F.col("as_of_date").isin(*dates))
+        for version, dates in sorted(by_version.items())
+    ]
+    if not frames:
+        return None
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def date_counts(spark: SparkSession, lake: Path, tables: list[Table], as_of: dt.date) -> dict[str, int]:
+    """Rows each table holds for the date (read back after the write, from the files)."""
+    return {t.name: read_table(spark, lake, t).where(F.col("as_of_date") == F.lit(as_of)).count() for t in tables}
+
+
 def ledger_rows(spark: SparkSession, lake: Path) -> list[dict[str, Any]]:
     if not table_exists(lake, RUN_LEDGER):
         return []

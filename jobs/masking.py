@@ -20,7 +20,7 @@ def mask_value(field: str, value: str | None) -> str | None:
     head, tail = KEEP.get(field, DEFAULT_KEEP)
     if len(value) <= head + tail:
         return "*" * len(value)
-    return value[:head] + "*" * (len(value) - head - tail) + (value[len(value) - tail:] if tail else "")
+    return value[:head] + "*" * (len(value) - head - tail) + (value[len(value) - tail :] if tail else "")
 
 
 def mask_column(field: str, column: Column) -> Column:
@@ -33,4 +33,6 @@ def mask_column(field: str, column: Column) -> Column:
         stars,
         F.right(column, F.lit(tail)) if tail else F.lit(""),
     )
-    return F.when(column.isNull(), F.lit(None)).when(length <= head + tail, F.repeat(F.lit("*"), length)).otherwise(kept)
+    return (
+        F.when(column.isNull(), F.lit(None)).when(length <= head + tail, F.repeat(F.lit("*"), length)).otherwise(kept)
+    )

@@ -47,16 +47,16 @@ def _specificity(rule: OverrideRule) -> int:
     return (2 if rule.tier1_branch is not None else 0) + (1 if rule.product is not None else 0)
 
 
-def resolve(
-    config: AppConfig, tier1_branches: Iterable[str | None], products: Iterable[str]
-) -> list[dict[str, Any]]:
+def resolve(config: AppConfig, tier1_branches: Iterable[str | None], products: Iterable[str]) -> list[dict[str, Any]]:
     """Settings for every (tier-1 branch, product) pair: the base, then overrides by specificity."""
     base: dict[str, Any] = {}
     sections = overridable_sections()
     for section, cls in sections.items():
         values = (
-            config.profile if section == "classification"
-            else config.delinquency if section == "delinquency"
+            config.profile
+            if section == "classification"
+            else config.delinquency
+            if section == "delinquency"
             else config.section(section)
         )
         assert isinstance(values, cls)
@@ -77,8 +77,9 @@ def resolve(
     return rows
 
 
-def params_frame(spark: SparkSession, config: AppConfig, tier1_branches: Iterable[str | None],
-                 products: Iterable[str]) -> DataFrame:
+def params_frame(
+    spark: SparkSession, config: AppConfig, tier1_branches: Iterable[str | None], products: Iterable[str]
+) -> DataFrame:
     """The resolved settings as a small DataFrame keyed by tier1_branch_id and product_code."""
     rows = resolve(config, tier1_branches, products)
     sample = rows[0] if rows else resolve(config, [None], ["-"])[0]
@@ -102,4 +103,3 @@ def with_params(params: DataFrame) -> Callable[[DataFrame], DataFrame]:
         return joined.drop("_p_tier1", "_p_product")
 
     return transform
-

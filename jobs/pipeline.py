@@ -30,8 +30,13 @@ from jobs.delinquency import on_book, with_branch_hierarchy, with_delinquency
 from jobs.ingest import ingest, unreconciled
 from jobs.lock import lake_lock
 from jobs.params import params_frame, with_params
-from schemas.landing import LANDING_TABLES
+from jobs.stages import Stage, StageContext
+from schemas.base import Table
 from schemas.lake import BUCKETS, CLASSIFICATION_HISTORY, LOAN_SNAPSHOT, QUARANTINE, RISK_CLASSES
+from schemas.landing import LANDING_TABLES
+
+# Stages after classification, in order; each returns the lake tables it produces for the date.
+STAGES: tuple[Stage, ...] = ()
 
 PACKAGE_VERSION = "0.1.0"
 
@@ -117,8 +122,9 @@ def validate_snapshot(snapshot: DataFrame) -> dict[str, int]:
     checks = snapshot.agg(
         F.count(F.lit(1)).alias("loans"),
         F.countDistinct("loan_id").alias("distinct_loans"),
-        F.sum(F.when(~F.col("risk_class").isin(*RISK_CLASSES) | F.col("risk_class").isNull(), 1).otherwise(0))
-        .alias("bad_class"),
+        F.sum(F.when(~F.col("risk_class").isin(*RISK_CLASSES) | F.col("risk_class").isNull(), 1).otherwise(0)).alias(
+            "bad_class"
+        ),
         F.sum(F.when(~F.col("bucket").isin(*BUCKETS) | F.col("bucket").isNull(), 1).otherwise(0)).alias("bad_bucket"),
         F.sum(F.when((F.col("dpd") < 0) | F.col("dpd").isNull(), 1).otherwise(0)).alias("bad_dpd"),
         F.sum(F.when(F.col("outstanding_principal") < 0, 1).otherwise(0)).alias("bad_balance"),
@@ -140,7 +146,10 @@ def validate_snapshot(snapshot: DataFrame) -> dict[str, int]:
 
 
 def _count_by_source(quarantine: DataFrame) -> dict[str, int]:
-    return {r["source_table"]: int(r["n"]) for r in quarantine.groupBy("source_table").agg(F.count("*").alias("n")).collect()}
+    return {
+        r["source_table"]: int(r["n"])
+        for r in quarantine.groupBy("source_table").agg(F.count("*").alias("n")).collect()
+    }
 
 
 def run_nightly(
@@ -209,22 +218,39 @@ def run_nightly(
                 report.summary = validate_snapshot(snapshot)
                 history = snapshot.transform(classification_changes(as_of, report.previous_as_of))
 
+            outputs: dict[Table, DataFrame] = {
+                QUARANTINE: quarantine,
+                LOAN_SNAPSHOT: snapshot,
+                CLASSIFICATION_HISTORY: history,
+            }
+            context = StageContext(
+                spark=spark,
+                as_of=as_of,
+                run_id=run_id,
+                config=config,
+                tables=tables,
+                snapshot=snapshot,
+                previous_as_of=report.previous_as_of,
+                previous=lambda table: _previous_rows(spark, lake, previous, table),
+                history=lambda table, start, end: io.history(spark, lake, table, start, end),
+                params=params,
+            )
+            for stage in STAGES:
+                stage_name = getattr(stage, "__name__", "stage").removeprefix("build_")
+                with report.timed(stage_name):
+                    say(f"{stage_name}")
+                    produced = stage(context)
+                    for table, frame in produced.items():
+                        kept = frame.persist(StorageLevel.MEMORY_AND_DISK)
+                        cached.append(kept)
+                        outputs[table] = kept
+                        context.outputs[table.name] = kept
+
             with report.timed("write"):
                 say("write: Delta tables")
-                outputs = {
-                    QUARANTINE: quarantine,
-                    LOAN_SNAPSHOT: snapshot,
-                    CLASSIFICATION_HISTORY: history,
-                }
                 for table, frame in outputs.items():
                     report.table_versions[table.name] = io.write_date(spark, frame, lake, table, as_of)
-                report.output_rows = {
-                    QUARANTINE.name: sum(report.quarantined_rows.values()),
-                    LOAN_SNAPSHOT.name: report.summary["loans"],
-                    CLASSIFICATION_HISTORY.name: io.read_table(spark, lake, CLASSIFICATION_HISTORY)
-                    .where(F.col("as_of_date") == F.lit(as_of))
-                    .count(),
-                }
+                report.output_rows = io.date_counts(spark, lake, list(outputs), as_of)
             report.status = "SUCCEEDED"
             io.append_ledger(
                 spark,
@@ -263,6 +289,15 @@ def run_nightly(
                 frame.unpersist()
 
 
+def _previous_rows(spark: SparkSession, lake: Path, previous: io.SucceededRun | None, table: Table) -> DataFrame | None:
+    """A table's rows for the previous successful run's date, at the version that run wrote."""
+    if previous is None or table.name not in previous.table_versions:
+        return None
+    return io.read_table(spark, lake, table, previous.table_versions[table.name]).where(
+        F.col("as_of_date") == F.lit(previous.as_of_date)
+    )
+
+
 def _fail_abandoned(spark: SparkSession, lake: Path, run_id: str) -> None:
     """Close the RUNNING row a killed run left behind, so the ledger tells the whole story."""
     rows = [r for r in io.ledger_rows(spark, lake) if r["run_id"] == run_id]
@@ -290,9 +325,11 @@ def print_report(report: RunReport, out: Any = None) -> None:
     print("  classes: " + ", ".join(f"{c} {s.get(f'class_{c}', 0):,}" for c in RISK_CLASSES), file=out)
     print("  buckets: " + ", ".join(f"{b} {s.get(f'bucket_{b}', 0):,}" for b in BUCKETS), file=out)
     quarantined = sum(report.quarantined_rows.values())
-    print(f"  quarantined rows: {quarantined:,}"
-          + (f" ({', '.join(f'{k} {v}' for k, v in sorted(report.quarantined_rows.items()))})" if quarantined else ""),
-          file=out)
+    print(
+        f"  quarantined rows: {quarantined:,}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(report.quarantined_rows.items()))})" if quarantined else ""),
+        file=out,
+    )
     print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items()), file=out)
 
 

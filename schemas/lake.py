@@ -98,9 +98,7 @@ CLASSIFICATION_HISTORY = Table(
 
 QUARANTINE = Table(
     name="quarantine",
-    comment=(
-        "Landing rows refused by validation, with the reason. Personal data in raw_record is masked."
-    ),
+    comment=("Landing rows refused by validation, with the reason. Personal data in raw_record is masked."),
     key=("as_of_date", "source_table", "row_hash"),
     partition_by=("as_of_date",),
     columns=(

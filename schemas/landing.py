@@ -50,9 +50,7 @@ LOANS = Table(
         Column("principal", MONEY, "Contract principal disbursed", nullable=False, non_negative=True),
         Column("disbursement_date", DATE, "Disbursement (value) date", nullable=False),
         Column("maturity_date", DATE, "Contract maturity date", nullable=False),
-        Column(
-            "repayment_method", STRING, "Repayment method", nullable=False, allowed=REPAYMENT_METHODS
-        ),
+        Column("repayment_method", STRING, "Repayment method", nullable=False, allowed=REPAYMENT_METHODS),
         Column("payment_mode", STRING, "受托支付 or 自主支付", nullable=False, allowed=PAYMENT_MODES),
         Column("annual_rate", RATE, "Contract annual interest rate (0.045 = 4.5%)", nullable=False),
         Column("collateral_type", STRING, "Main security", nullable=False, allowed=COLLATERAL_TYPES),
@@ -189,7 +187,9 @@ RISK_SIGNALS = Table(
         Column("loan_id", STRING, "Loan concerned; null = every loan of the borrower"),
         Column("borrower_id", STRING, "Borrower concerned", nullable=False),
         Column("signal_type", STRING, "Kind of signal", nullable=False, allowed=SIGNAL_TYPES),
-        Column("severity", STRING, "MAJOR signals need on-site verification", nullable=False, allowed=SIGNAL_SEVERITIES),
+        Column(
+            "severity", STRING, "MAJOR signals need on-site verification", nullable=False, allowed=SIGNAL_SEVERITIES
+        ),
         Column("signal_date", DATE, "Date raised", nullable=False),
         Column("cleared_date", DATE, "Date cleared; null while in force"),
         Column("days_overdue", INT, "OTHER_BANK_OVERDUE: days overdue at the other bank"),

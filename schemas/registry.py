@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from schemas.base import Table
-from schemas.landing import LANDING_TABLES
 from schemas.lake import LAKE_TABLES_CORE
+from schemas.landing import LANDING_TABLES
 
 LAKE_TABLES: tuple[Table, ...] = LAKE_TABLES_CORE
 

@@ -28,15 +28,11 @@ def loans(spark: SparkSession, rows: list[tuple[str, str, dt.date, str]]) -> Dat
 
 
 def schedule(spark: SparkSession, rows: list[tuple[str, int, dt.date, str, str]]) -> DataFrame:
-    return spark.createDataFrame(
-        [(lid, no, due, money(p), money(i)) for lid, no, due, p, i in rows], SCHEDULE.schema
-    )
+    return spark.createDataFrame([(lid, no, due, money(p), money(i)) for lid, no, due, p, i in rows], SCHEDULE.schema)
 
 
 def repayments(spark: SparkSession, rows: list[tuple[str, str, dt.date, str]]) -> DataFrame:
-    return spark.createDataFrame(
-        [(txn, lid, day, money(a)) for txn, lid, day, a in rows], REPAYMENTS.schema
-    )
+    return spark.createDataFrame([(txn, lid, day, money(a)) for txn, lid, day, a in rows], REPAYMENTS.schema)
 
 
 def three_monthly(loan_id: str) -> list[tuple[str, int, dt.date, str, str]]:
@@ -76,7 +72,15 @@ def test_dpd_counts_from_oldest_uncovered_instalment_with_partial_payment(spark:
     # Overdue principal: 50 (inst 2) + 90 (inst 3); overdue interest: inst 3's 10.
     # Outstanding: 270 - 90 - 40 = 140. Overdue ever since 11 May, still on 15 June.
     assert got["L1"] == (
-        money("140.00"), money("140.00"), money("10.00"), 2, 36, "M2", 36, AS_OF, False,
+        money("140.00"),
+        money("140.00"),
+        money("10.00"),
+        2,
+        36,
+        "M2",
+        36,
+        AS_OF,
+        False,
     )
 
 
@@ -88,7 +92,15 @@ def test_instalment_due_on_the_business_date_is_not_yet_overdue(spark: SparkSess
     )
     pays = repayments(spark, [("t1", "L2", D(2026, 5, 15), "100.00")])
     assert run(book, sched, pays)["L2"] == (
-        money("90.00"), money("0.00"), money("0.00"), 0, 0, "M0", 0, None, False,
+        money("90.00"),
+        money("0.00"),
+        money("0.00"),
+        0,
+        0,
+        "M0",
+        0,
+        None,
+        False,
     )
     # The day after, the unpaid instalment is one day past due.
     day_after = run(book, sched, pays, as_of=D(2026, 6, 16))["L2"]
@@ -112,7 +124,15 @@ def test_reversal_removes_its_payment_as_of_its_own_value_date(spark: SparkSessi
     )
     # Instalment 1 was past due 20..30 April: 20 days late on 30 April (due 10 April).
     assert run(book, sched, pays)["L3"] == (
-        money("0.00"), money("0.00"), money("0.00"), 0, 0, "M0", 20, D(2026, 4, 30), False,
+        money("0.00"),
+        money("0.00"),
+        money("0.00"),
+        0,
+        0,
+        "M0",
+        20,
+        D(2026, 4, 30),
+        False,
     )
     # As of 25 April the reversal stands: 15 days past due.
     assert run(book, sched, pays, as_of=D(2026, 4, 25))["L3"][4] == 15
@@ -132,25 +152,27 @@ def test_prepayment_covers_later_instalments_and_reduces_balance(spark: SparkSes
 
 def test_tolerance_amount_counts_a_small_shortfall_as_covered(spark: SparkSession) -> None:
     book = loans(spark, [("L5", "90.00", D(2026, 3, 10), "1.00"), ("L6", "90.00", D(2026, 3, 10), "0.00")])
-    sched = schedule(
-        spark, [("L5", 1, D(2026, 4, 10), "90.00", "10.00"), ("L6", 1, D(2026, 4, 10), "90.00", "10.00")]
-    )
-    pays = repayments(
-        spark, [("t1", "L5", D(2026, 4, 10), "99.50"), ("t2", "L6", D(2026, 4, 10), "99.50")]
-    )
+    sched = schedule(spark, [("L5", 1, D(2026, 4, 10), "90.00", "10.00"), ("L6", 1, D(2026, 4, 10), "90.00", "10.00")])
+    pays = repayments(spark, [("t1", "L5", D(2026, 4, 10), "99.50"), ("t2", "L6", D(2026, 4, 10), "99.50")])
     got = run(book, sched, pays)
     assert got["L5"] == (money("0.50"), money("0.00"), money("0.00"), 0, 0, "M0", 0, None, False)
     # Without tolerance: 50 cents of principal unpaid since 10 April: 20 + 31 + 15 = 66 days.
     assert got["L6"] == (
-        money("0.50"), money("0.50"), money("0.00"), 1, 66, "M3", 66, AS_OF, True,
+        money("0.50"),
+        money("0.50"),
+        money("0.00"),
+        1,
+        66,
+        "M3",
+        66,
+        AS_OF,
+        True,
     )
 
 
 def test_late_first_instalment_is_first_payment_default_and_max_dpd_is_kept(spark: SparkSession) -> None:
     book = loans(spark, [("L8", "90.00", D(2026, 2, 1), "0.00"), ("L9", "90.00", D(2026, 2, 1), "0.00")])
-    sched = schedule(
-        spark, [("L8", 1, D(2026, 3, 1), "90.00", "10.00"), ("L9", 1, D(2026, 3, 1), "90.00", "10.00")]
-    )
+    sched = schedule(spark, [("L8", 1, D(2026, 3, 1), "90.00", "10.00"), ("L9", 1, D(2026, 3, 1), "90.00", "10.00")])
     pays = repayments(
         spark,
         [

@@ -16,11 +16,24 @@ from schemas.landing import BORROWERS, LANDING_TABLES, LOANS, SCHEDULE
 from tests.helpers import AS_OF, text_frame
 
 LOAN = {
-    "loan_id": "L1", "borrower_id": "B1", "product_code": "P1", "branch_id": "S1", "officer_id": "O1",
-    "channel_id": None, "principal": "1000.00", "disbursement_date": "2026-01-10", "maturity_date": "2027-01-10",
-    "repayment_method": "EQUAL_INSTALLMENT", "payment_mode": "ENTRUSTED", "annual_rate": "0.05",
-    "collateral_type": "CREDIT", "restructured_date": None, "restructure_count": None,
-    "restructured_from_npl": None, "status": "ACTIVE", "closed_date": None,
+    "loan_id": "L1",
+    "borrower_id": "B1",
+    "product_code": "P1",
+    "branch_id": "S1",
+    "officer_id": "O1",
+    "channel_id": None,
+    "principal": "1000.00",
+    "disbursement_date": "2026-01-10",
+    "maturity_date": "2027-01-10",
+    "repayment_method": "EQUAL_INSTALLMENT",
+    "payment_mode": "ENTRUSTED",
+    "annual_rate": "0.05",
+    "collateral_type": "CREDIT",
+    "restructured_date": None,
+    "restructure_count": None,
+    "restructured_from_npl": None,
+    "status": "ACTIVE",
+    "closed_date": None,
 }
 
 
@@ -30,12 +43,25 @@ def raw_book(spark: SparkSession, **tables: list[dict[str, str | None]]) -> dict
             {"branch_id": "HQ", "parent_id": None, "level": "HQ", "name": "總行", "region_code": "R0"},
             {"branch_id": "S1", "parent_id": "HQ", "level": "SUB", "name": "支行", "region_code": "R1"},
         ],
-        "products": [{"product_code": "P1", "name": "消費貸", "category": "CONSUMER", "low_risk": "false",
-                      "refinance_designed": None}],
-        "borrowers": [{"borrower_id": "B1", "name": "張三豐", "id_number": "110101199003071234",
-                       "phone": "13800138000", "region_code": "R1"}],
-        "agencies": [{"agency_id": "A1", "name": "催收一", "region_codes": "R1", "capacity": "10",
-                      "status": "ACTIVE"}],
+        "products": [
+            {
+                "product_code": "P1",
+                "name": "消費貸",
+                "category": "CONSUMER",
+                "low_risk": "false",
+                "refinance_designed": None,
+            }
+        ],
+        "borrowers": [
+            {
+                "borrower_id": "B1",
+                "name": "張三豐",
+                "id_number": "110101199003071234",
+                "phone": "13800138000",
+                "region_code": "R1",
+            }
+        ],
+        "agencies": [{"agency_id": "A1", "name": "催收一", "region_codes": "R1", "capacity": "10", "status": "ACTIVE"}],
     }
     base.update(tables)
     return {t.name: text_frame(spark, t, base.get(t.name, [])) for t in LANDING_TABLES}
@@ -43,8 +69,7 @@ def raw_book(spark: SparkSession, **tables: list[dict[str, str | None]]) -> dict
 
 def quarantined(result_quarantine: DataFrame) -> list[tuple[str, str | None, str, str]]:
     return sorted(
-        (r["source_table"], r["record_key"], r["reason_code"], r["reason_detail"])
-        for r in result_quarantine.collect()
+        (r["source_table"], r["record_key"], r["reason_code"], r["reason_detail"]) for r in result_quarantine.collect()
     )
 
 
@@ -78,23 +103,25 @@ def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(spark: Spark
     raw = raw_book(spark, loans=loans, schedule=schedule, repayments=repayments)
     result = ingest(raw, "run-1", AS_OF)
     got = quarantined(result.quarantine)
-    assert got == sorted([
-        ("loans", "", "NULL_KEY", "NULL_KEY:loan_id"),
-        ("loans", "L2", "NEGATIVE_AMOUNT", "NEGATIVE_AMOUNT:principal"),
-        ("loans", "L3", "UNPARSABLE_VALUE", "UNPARSABLE_VALUE:disbursement_date"),
-        ("loans", "L4", "INVALID_VALUE", "INVALID_VALUE:repayment_method"),
-        ("loans", "L5", "DUPLICATE_KEY", "DUPLICATE_KEY:loan_id"),
-        ("loans", "L5", "DUPLICATE_KEY", "DUPLICATE_KEY:loan_id"),
-        ("loans", "L6", "DUPLICATE_ROW", "DUPLICATE_ROW:loan_id"),
-        ("loans", "L7", "UNKNOWN_REFERENCE", "UNKNOWN_REFERENCE:branch_id"),
-        ("loans", "L8", "MATURITY_BEFORE_DISBURSEMENT", "MATURITY_BEFORE_DISBURSEMENT:maturity_date"),
-        ("schedule", "L1|2", "DUE_BEFORE_DISBURSEMENT", "DUE_BEFORE_DISBURSEMENT:due_date"),
-        ("schedule", "L2|1", "LOAN_QUARANTINED", "LOAN_QUARANTINED:loan_id"),
-        ("schedule", "ZZ|1", "UNKNOWN_LOAN", "UNKNOWN_LOAN:loan_id"),
-        ("schedule", "L6|1", "UNPARSABLE_VALUE", "UNPARSABLE_VALUE:principal_due"),
-        ("repayments", "T3", "LOAN_QUARANTINED", "LOAN_QUARANTINED:loan_id"),
-        ("repayments", "", "NULL_KEY", "NULL_KEY:txn_id"),
-    ])
+    assert got == sorted(
+        [
+            ("loans", "", "NULL_KEY", "NULL_KEY:loan_id"),
+            ("loans", "L2", "NEGATIVE_AMOUNT", "NEGATIVE_AMOUNT:principal"),
+            ("loans", "L3", "UNPARSABLE_VALUE", "UNPARSABLE_VALUE:disbursement_date"),
+            ("loans", "L4", "INVALID_VALUE", "INVALID_VALUE:repayment_method"),
+            ("loans", "L5", "DUPLICATE_KEY", "DUPLICATE_KEY:loan_id"),
+            ("loans", "L5", "DUPLICATE_KEY", "DUPLICATE_KEY:loan_id"),
+            ("loans", "L6", "DUPLICATE_ROW", "DUPLICATE_ROW:loan_id"),
+            ("loans", "L7", "UNKNOWN_REFERENCE", "UNKNOWN_REFERENCE:branch_id"),
+            ("loans", "L8", "MATURITY_BEFORE_DISBURSEMENT", "MATURITY_BEFORE_DISBURSEMENT:maturity_date"),
+            ("schedule", "L1|2", "DUE_BEFORE_DISBURSEMENT", "DUE_BEFORE_DISBURSEMENT:due_date"),
+            ("schedule", "L2|1", "LOAN_QUARANTINED", "LOAN_QUARANTINED:loan_id"),
+            ("schedule", "ZZ|1", "UNKNOWN_LOAN", "UNKNOWN_LOAN:loan_id"),
+            ("schedule", "L6|1", "UNPARSABLE_VALUE", "UNPARSABLE_VALUE:principal_due"),
+            ("repayments", "T3", "LOAN_QUARANTINED", "LOAN_QUARANTINED:loan_id"),
+            ("repayments", "", "NULL_KEY", "NULL_KEY:txn_id"),
+        ]
+    )
     accepted = {name: frame.count() for name, frame in result.tables.items()}
     assert accepted["loans"] == 2  # L1 and one copy of L6
     assert accepted["schedule"] == 1 and accepted["repayments"] == 2
@@ -107,17 +134,32 @@ def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(spark: Spark
 
 def test_quarantined_personal_data_is_masked(spark: SparkSession) -> None:
     borrowers = [
-        {"borrower_id": "B1", "name": "張三豐", "id_number": "110101199003071234", "phone": "13800138000",
-         "region_code": "R1"},
-        {"borrower_id": "B2", "name": "李四", "id_number": "110101199003075678", "phone": "13900139000",
-         "region_code": None},
+        {
+            "borrower_id": "B1",
+            "name": "張三豐",
+            "id_number": "110101199003071234",
+            "phone": "13800138000",
+            "region_code": "R1",
+        },
+        {
+            "borrower_id": "B2",
+            "name": "李四",
+            "id_number": "110101199003075678",
+            "phone": "13900139000",
+            "region_code": None,
+        },
     ]
     result = ingest(raw_book(spark, borrowers=borrowers), "run-1", AS_OF)
     rows = result.quarantine.where("source_table = 'borrowers'").collect()
     assert [r["reason_code"] for r in rows] == ["MISSING_VALUE"]
     record = json.loads(rows[0]["raw_record"])
-    assert record == {"borrower_id": "B2", "name": "李*", "id_number": "110101********5678",
-                      "phone": "139****9000", "region_code": None}
+    assert record == {
+        "borrower_id": "B2",
+        "name": "李*",
+        "id_number": "110101********5678",
+        "phone": "139****9000",
+        "region_code": None,
+    }
     assert "13900139000" not in rows[0]["raw_record"]
 
 

@@ -1,0 +1,43 @@
+"""What the nightly pipeline hands to each stage after delinquency and classification.
+
+A stage is a function `(StageContext) -> dict[Table, DataFrame]`: the lake tables it produces for
+the business date, each a DataFrame with the table's columns. It reads nothing itself: landing
+tables, today's snapshot and earlier lake data come through the context, so it stays a pure
+function of DataFrames and configuration that a test can call with hand-made frames.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs.config import AppConfig
+from schemas.base import Table
+
+
+@dataclass(frozen=True)
+class StageContext:
+    spark: SparkSession
+    as_of: dt.date
+    run_id: str
+    config: AppConfig
+    # Accepted landing tables by name (schemas/landing.py), typed per contract.
+    tables: dict[str, DataFrame]
+    # Today's loan_snapshot (schemas/lake.py LOAN_SNAPSHOT), cached.
+    snapshot: DataFrame
+    # The previous successful run's business date, if any.
+    previous_as_of: dt.date | None
+    # Rows of a lake table for the previous successful run's date (None on the first run).
+    previous: Callable[[Table], DataFrame | None]
+    # Rows of a lake table for every date served by a SUCCEEDED run in [start, end), one version each.
+    history: Callable[[Table, dt.date, dt.date], DataFrame | None]
+    # Resolved per (tier1_branch_id, product_code) parameters: join with jobs.params.with_params.
+    params: DataFrame
+    # Outputs of stages that ran before this one, by table name (e.g. collections reads tasks).
+    outputs: dict[str, DataFrame] = field(default_factory=dict)
+
+
+Stage = Callable[[StageContext], dict[Table, DataFrame]]
