@@ -52,23 +52,48 @@ PERSON_SIGNALS = ("BORROWER_DECEASED", "BORROWER_MISSING", "LOST_CAPACITY")
 OTHER_BANK_OVERDUE = "OTHER_BANK_OVERDUE"
 REFINANCE_OLD_WITH_NEW = "REFINANCE_OLD_WITH_NEW"
 
-# What the delinquency stage delivers (plus the `classification__*` parameter columns).
-INPUT_COLUMNS: tuple[str, ...] = (
-    "as_of_date", "loan_id", "borrower_id", "branch_id", "tier1_branch_id", "product_code",
-    "collateral_type", "repayment_method", "disbursement_date", "maturity_date", "principal",
-    "restructured_date", "restructure_count", "restructured_from_npl", "outstanding_principal",
-    "overdue_principal", "overdue_interest", "overdue_installments", "dpd", "bucket", "max_dpd_ever",
-    "mob", "first_payment_default", "last_overdue_date",
+# The input columns the rules read (the delinquency stage delivers them, with the loan contract's);
+# the input may carry any others, which pass through unchanged.
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "loan_id",
+    "borrower_id",
+    "product_code",
+    "collateral_type",
+    "disbursement_date",
+    "restructured_date",
+    "restructure_count",
+    "restructured_from_npl",
+    "overdue_principal",
+    "overdue_interest",
+    "dpd",
+    "max_dpd_ever",
+    "last_overdue_date",
 )
 PARAMS_USED: tuple[str, ...] = (
-    "dpd_special_mention_above", "dpd_substandard_above", "dpd_doubtful_above", "dpd_loss_above",
-    "technical_grace_days", "other_bank_overdue_min_days", "no_estate_floor", "with_estate_floor",
-    "restructure_floor", "restructure_npl_floor", "observation_min_periods", "observation_min_months",
-    "upgrade_min_periods", "upgrade_min_months", "override_max_upgrade_notches",
+    "dpd_special_mention_above",
+    "dpd_substandard_above",
+    "dpd_doubtful_above",
+    "dpd_loss_above",
+    "technical_grace_days",
+    "other_bank_overdue_min_days",
+    "no_estate_floor",
+    "with_estate_floor",
+    "restructure_floor",
+    "restructure_npl_floor",
+    "observation_min_periods",
+    "observation_min_months",
+    "upgrade_min_periods",
+    "upgrade_min_months",
+    "override_max_upgrade_notches",
     "override_keeps_npl_dpd_floor",
 )
 OUTPUT_COLUMNS: tuple[str, ...] = (
-    "risk_class", "risk_grade", "is_npl", "rule_class", "risk_reasons", "override_id",
+    "risk_class",
+    "risk_grade",
+    "is_npl",
+    "rule_class",
+    "risk_reasons",
+    "override_id",
     "previous_risk_class",
 )
 
@@ -106,7 +131,7 @@ def _as_of(as_of: dt.date) -> Column:
 
 def _check_input(loans: DataFrame) -> None:
     present = set(loans.columns)
-    missing = [c for c in INPUT_COLUMNS if c not in present]
+    missing = [c for c in REQUIRED_COLUMNS if c not in present]
     missing += [f"classification__{p}" for p in PARAMS_USED if f"classification__{p}" not in present]
     if missing:
         raise ValueError(f"classify: input lacks column(s) {', '.join(missing)}")
@@ -124,7 +149,7 @@ def _check_profile(profile: ClassificationProfile) -> None:
 # Rule 1: days past due
 
 
-def with_dpd_floor() -> Transform:
+def _with_dpd_floor() -> Transform:
     """DPD floors; a technical overdue within the grace sets no floor (but is reported)."""
 
     def transform(loans: DataFrame) -> DataFrame:
@@ -136,10 +161,7 @@ def with_dpd_floor() -> Transform:
         substandard = dpd > _p("dpd_substandard_above")
         doubtful = dpd > _p("dpd_doubtful_above")
         loss = dpd > _p("dpd_loss_above")
-        rank = (
-            F.when(loss, LOSS).when(doubtful, DOUBTFUL).when(substandard, SUBSTANDARD)
-            .when(special, SPECIAL_MENTION)
-        )
+        rank = F.when(loss, LOSS).when(doubtful, DOUBTFUL).when(substandard, SUBSTANDARD).when(special, SPECIAL_MENTION)
         # Every floor that fires is reported, not only the worst (a 100-day loan is also overdue).
         reasons = F.array(
             F.when(technical, F.lit(TECHNICAL_OVERDUE)),
@@ -168,7 +190,7 @@ def _signal_floor_class(signal_floors: Mapping[str, str]) -> Column:
     return floor
 
 
-def with_signal_floor(
+def _with_signal_floor(
     as_of: dt.date, signal_floors: Mapping[str, str], signals: DataFrame, products: DataFrame
 ) -> Transform:
     """Floors from the risk signals in force on `as_of` (a signal without loan_id hits every loan
@@ -180,7 +202,9 @@ def with_signal_floor(
             (F.col("signal_date") <= day) & (F.col("cleared_date").isNull() | (F.col("cleared_date") > day))
         ).select("loan_id", "borrower_id", "signal_type", "days_overdue", "has_estate")
         keys = loans.select(
-            "loan_id", "borrower_id", "product_code",
+            "loan_id",
+            "borrower_id",
+            "product_code",
             *[_p(n) for n in ("other_bank_overdue_min_days", "no_estate_floor", "with_estate_floor")],
         ).join(products.select("product_code", "refinance_designed"), "product_code", "left")
         # Two equi-joins rather than one OR-join, which Spark could only run as a nested loop.
@@ -190,10 +214,11 @@ def with_signal_floor(
 
         signal_type = F.col("signal_type")
         applies = (
-            F.when(signal_type == OTHER_BANK_OVERDUE,
-                   F.coalesce(F.col("days_overdue") >= _p("other_bank_overdue_min_days"), F.lit(False)))
-            .when(signal_type == REFINANCE_OLD_WITH_NEW,
-                  ~F.coalesce(F.col("refinance_designed"), F.lit(False)))
+            F.when(
+                signal_type == OTHER_BANK_OVERDUE,
+                F.coalesce(F.col("days_overdue") >= _p("other_bank_overdue_min_days"), F.lit(False)),
+            )
+            .when(signal_type == REFINANCE_OLD_WITH_NEW, ~F.coalesce(F.col("refinance_designed"), F.lit(False)))
             .otherwise(F.lit(True))
         )
         floor = _signal_floor_class(signal_floors)
@@ -223,7 +248,7 @@ def _normal_since() -> Column:
     return F.coalesce(F.date_add(F.col("last_overdue_date"), 1), F.col("disbursement_date"))
 
 
-def with_schedule_facts(as_of: dt.date, schedule: DataFrame) -> Transform:
+def _with_schedule_facts(as_of: dt.date, schedule: DataFrame) -> Transform:
     """Per restructured or previously-NPL loan: the observation start date, the due date that ends
     the observation by periods, and how many due dates fell in [normal_since, as_of].
 
@@ -253,8 +278,7 @@ def with_schedule_facts(as_of: dt.date, schedule: DataFrame) -> Transform:
         rows = rows.withColumn("_start_period", start_period)
         facts = rows.groupBy("loan_id").agg(
             F.min(F.when(due > anchor_col, due)).alias(_OBS_START),
-            F.max(F.when(F.col("_period") == F.col("_start_period") + F.col("_periods"), due))
-            .alias(_OBS_END_PERIODS),
+            F.max(F.when(F.col("_period") == F.col("_start_period") + F.col("_periods"), due)).alias(_OBS_END_PERIODS),
             # The n-th due date on or after normal_since is <= as_of iff at least n fall in between.
             F.count_distinct(F.when(due.between(F.col("_normal_since"), day), due)).alias(_NORMAL_PERIODS),
         )
@@ -267,7 +291,7 @@ def with_schedule_facts(as_of: dt.date, schedule: DataFrame) -> Transform:
 # Rule 3: restructuring observation period
 
 
-def with_restructure_floor(as_of: dt.date) -> Transform:
+def _with_restructure_floor(as_of: dt.date) -> Transform:
     """Floor while a restructured loan is in its observation period (needs the schedule facts)."""
 
     def transform(loans: DataFrame) -> DataFrame:
@@ -289,7 +313,7 @@ def with_restructure_floor(as_of: dt.date) -> Transform:
 # Rule 4: upgrade out of NPL
 
 
-def with_npl_hold(as_of: dt.date) -> Transform:
+def _with_npl_hold(as_of: dt.date) -> Transform:
     """Hold a loan at its previous NPL class until it has paid normally for long enough."""
 
     def transform(loans: DataFrame) -> DataFrame:
@@ -305,12 +329,14 @@ def with_npl_hold(as_of: dt.date) -> Transform:
             & (F.coalesce(F.col(_NORMAL_PERIODS), F.lit(0)) >= _p("upgrade_min_periods"))
         )
         held = upgrading & ~F.coalesce(allowed, F.lit(False))
-        return loans.withColumns({
-            _HELD: held,
-            _UPGRADED: upgrading & ~held,
-            # worst(rules, held): a hold only happens when the rules are better, so it is the held class.
-            _RULE_RANK: F.when(held, previous).otherwise(rules),
-        })
+        return loans.withColumns(
+            {
+                _HELD: held,
+                _UPGRADED: upgrading & ~held,
+                # worst(rules, held): a hold only happens when the rules are better, so it is the held class.
+                _RULE_RANK: F.when(held, previous).otherwise(rules),
+            }
+        )
 
     return transform
 
@@ -319,14 +345,12 @@ def with_npl_hold(as_of: dt.date) -> Transform:
 # Rule 5: manual overrides
 
 
-def with_override(as_of: dt.date, overrides: DataFrame) -> Transform:
+def _with_override(as_of: dt.date, overrides: DataFrame) -> Transform:
     """The override in force (latest approved_date, then highest override_id), bounded."""
 
     def transform(loans: DataFrame) -> DataFrame:
         day = _as_of(as_of)
-        latest_first = Window.partitionBy("loan_id").orderBy(
-            F.col("approved_date").desc(), F.col("override_id").desc()
-        )
+        latest_first = Window.partitionBy("loan_id").orderBy(F.col("approved_date").desc(), F.col("override_id").desc())
         in_force = (
             overrides.filter((F.col("approved_date") <= day) & (day <= F.col("expiry_date")))
             .withColumn("_n", F.row_number().over(latest_first))
@@ -364,23 +388,23 @@ def _grade_condition(rule: GradeRule) -> Column:
     return condition
 
 
-def risk_grade(grades: Mapping[RiskClass, tuple[GradeRule, ...]]) -> Column:
+def _risk_grade(grades: Mapping[RiskClass, tuple[GradeRule, ...]]) -> Column:
     """First grade rule of the loan's risk_class whose conditions all hold (needs the signal rank)."""
-    expression: Column | None = None
     risk_class = F.col("risk_class")
     # Classes are disjoint, so only the order of the rules within a class matters.
-    for name, rules in grades.items():
-        for rule in rules:
-            condition = (risk_class == name) & _grade_condition(rule)
-            if expression is None:
-                expression = F.when(condition, rule.grade)
-            else:
-                expression = expression.when(condition, rule.grade)
-    return expression if expression is not None else F.lit(None).cast("string")
+    branches = [
+        ((risk_class == name) & _grade_condition(rule), rule.grade) for name, rules in grades.items() for rule in rules
+    ]
+    if not branches:
+        return F.lit(None).cast("string")
+    expression = F.when(*branches[0])
+    for condition, grade in branches[1:]:
+        expression = expression.when(condition, grade)
+    return expression
 
 
 # --------------------------------------------------------------------------------------------
-# The stage
+# The stage (rules 6 and 8 are in `_reasons` and `classify`)
 
 
 def _with_previous(previous: DataFrame | None) -> Transform:
@@ -394,9 +418,7 @@ def _with_previous(previous: DataFrame | None) -> Transform:
 
 
 def _reasons() -> Column:
-    no_floor = (
-        F.greatest(F.col(_DPD_RANK), F.col(_SIG_RANK), F.col(_RST_RANK)).isNull() & ~F.col(_HELD)
-    )
+    no_floor = F.greatest(F.col(_DPD_RANK), F.col(_SIG_RANK), F.col(_RST_RANK)).isNull() & ~F.col(_HELD)
     overridden = F.col("override_id").isNotNull()
     clipped = overridden & (F.col(_RISK_RANK) != class_rank(F.col(_OVR_CLASS)))
     codes = F.concat(
@@ -426,11 +448,15 @@ def classify(
 ) -> Transform:
     """Classify every loan of the delinquency output on `as_of` (DOMAIN.md section 2).
 
-    The input needs `INPUT_COLUMNS` and the `classification__*` parameter columns (see
-    `jobs.params.with_params`). `previous` is the previous successful run's loan_snapshot (only
-    `loan_id` and `risk_class` are read), or None on the first run. The output is the input plus
-    `OUTPUT_COLUMNS`, in that order. The previous grade is not carried: `classification_changes`
-    re-joins `previous` for it.
+    The input needs `REQUIRED_COLUMNS` and the `classification__*` parameter columns of
+    `PARAMS_USED` (see `jobs.params.with_params`); other columns pass through. `previous` is the
+    previous successful run's loan_snapshot (only `loan_id` and `risk_class` are read; one row per
+    loan), or None on the first run. The output is the input plus `OUTPUT_COLUMNS`, in that order.
+    The previous grade is not carried: pass the same `previous` to `classification_changes`, which
+    re-joins it for `from_grade`.
+
+    The input is read three times (the main chain, the signal join, the schedule join): persist it
+    first if it is expensive to recompute.
     """
 
     _check_profile(profile)
@@ -441,20 +467,22 @@ def classify(
         risk_rank = F.col(_RISK_RANK)
         return (
             loans.transform(_with_previous(previous))
-            .transform(with_dpd_floor())
-            .transform(with_signal_floor(as_of, profile.signal_floors, signals, products))
-            .transform(with_schedule_facts(as_of, schedule))
-            .transform(with_restructure_floor(as_of))
-            .transform(with_npl_hold(as_of))
-            .transform(with_override(as_of, overrides))
-            .withColumns({
-                "risk_class": class_name(risk_rank),
-                "rule_class": class_name(F.col(_RULE_RANK)),
-                "is_npl": risk_rank >= NPL_MIN_RANK,
-                "risk_reasons": _reasons(),
-            })
+            .transform(_with_dpd_floor())
+            .transform(_with_signal_floor(as_of, profile.signal_floors, signals, products))
+            .transform(_with_schedule_facts(as_of, schedule))
+            .transform(_with_restructure_floor(as_of))
+            .transform(_with_npl_hold(as_of))
+            .transform(_with_override(as_of, overrides))
+            .withColumns(
+                {
+                    "risk_class": class_name(risk_rank),
+                    "rule_class": class_name(F.col(_RULE_RANK)),
+                    "is_npl": risk_rank >= NPL_MIN_RANK,
+                    "risk_reasons": _reasons(),
+                }
+            )
             # Overrides carry no grade: the grade rules run within the class the override set.
-            .withColumn("risk_grade", risk_grade(profile.grades))
+            .withColumn("risk_grade", _risk_grade(profile.grades))
             .select(*columns)
         )
 

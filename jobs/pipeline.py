@@ -81,14 +81,8 @@ def code_version() -> str:
     return f"{PACKAGE_VERSION}+{commit or 'unknown'}"
 
 
-def build_snapshot(
-    as_of: dt.date,
-    config: AppConfig,
-    tables: dict[str, DataFrame],
-    params: DataFrame,
-    previous: DataFrame | None,
-) -> DataFrame:
-    """loan_snapshot for the date from accepted landing tables and the previous run's snapshot."""
+def build_delinquency(as_of: dt.date, config: AppConfig, tables: dict[str, DataFrame], params: DataFrame) -> DataFrame:
+    """Loans on the book with their branch hierarchy, parameters and delinquency columns."""
     d = config.delinquency
     regions = tables["borrowers"].select("borrower_id", "region_code")
     return (
@@ -102,19 +96,28 @@ def build_snapshot(
                 as_of, tables["schedule"], tables["repayments"], d.fpd_days, d.bucket_width_days, d.bucket_count
             )
         )
-        .transform(
-            classify(
-                as_of,
-                config.profile,
-                tables["schedule"],
-                tables["risk_signals"],
-                tables["overrides"],
-                tables["products"],
-                previous,
-            )
-        )
-        .withColumn("as_of_date", F.lit(as_of))
     )
+
+
+def build_snapshot(
+    as_of: dt.date,
+    config: AppConfig,
+    tables: dict[str, DataFrame],
+    delinquent: DataFrame,
+    previous: DataFrame | None,
+) -> DataFrame:
+    """loan_snapshot for the date: delinquency plus classification against the previous run."""
+    return delinquent.transform(
+        classify(
+            as_of,
+            config.profile,
+            tables["schedule"],
+            tables["risk_signals"],
+            tables["overrides"],
+            tables["products"],
+            previous,
+        )
+    ).withColumn("as_of_date", F.lit(as_of))
 
 
 def validate_snapshot(snapshot: DataFrame) -> dict[str, int]:
@@ -211,12 +214,15 @@ def run_nightly(
                 tier1 = [r["branch_id"] for r in tables["branches"].where(F.col("level") == "TIER1").collect()]
                 products = [r["product_code"] for r in tables["products"].collect()]
                 params = params_frame(spark, config, [*tier1, None], products)
-                snapshot = build_snapshot(as_of, config, tables, params, previous_snapshot).persist(
+                # Classification reads the delinquency result several times (signals, schedule).
+                delinquent = build_delinquency(as_of, config, tables, params).persist(StorageLevel.MEMORY_AND_DISK)
+                cached.append(delinquent)
+                snapshot = build_snapshot(as_of, config, tables, delinquent, previous_snapshot).persist(
                     StorageLevel.MEMORY_AND_DISK
                 )
                 cached.append(snapshot)
                 report.summary = validate_snapshot(snapshot)
-                history = snapshot.transform(classification_changes(as_of, report.previous_as_of))
+                history = snapshot.transform(classification_changes(as_of, report.previous_as_of, previous_snapshot))
 
             outputs: dict[Table, DataFrame] = {
                 QUARANTINE: quarantine,
@@ -341,7 +347,7 @@ def run_nightly_command(as_of: dt.date, landing: Path, lake: Path, conf: Path, p
     config = load_config(conf, profile)
     spark = build_session(config.spark)
     try:
-        report = run_nightly(spark, config, as_of, landing, lake, progress=lambda m: print(f"[{as_of}] {m}"))
+        report = run_nightly(spark, config, as_of, landing, lake, progress=_progress(as_of))
     except io.LandingError as exc:
         print(f"postloan: input refused, nothing written: {exc}", file=sys.stderr)
         return 3
@@ -373,7 +379,7 @@ def run_demo(folder: Path, loans: int, as_of: dt.date, conf: Path, serve: bool) 
         generate_landing(spark, loans, as_of, 7, landing, "parquet")
         marker.touch()
     for day in (previous_month_end(as_of), as_of):
-        report = run_nightly(spark, config, day, landing, lake, progress=lambda m, d=day: print(f"[{d}] {m}"))
+        report = run_nightly(spark, config, day, landing, lake, progress=_progress(day))
         print_report(report)
     print(f"lake: {lake.resolve()}")
     if serve:
@@ -383,5 +389,12 @@ def run_demo(folder: Path, loans: int, as_of: dt.date, conf: Path, serve: bool) 
             print("API: not available in this build")
             return 0
         spark.stop()
-        return serve_demo(lake, conf)
+        return int(serve_demo(lake, conf))
     return 0
+
+
+def _progress(day: dt.date) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        print(f"[{day}] {message}", flush=True)
+
+    return say

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
@@ -22,30 +22,53 @@ from pyspark.testing import assertDataFrameEqual
 from jobs.classification import OUTPUT_COLUMNS, classification_changes, classify
 from jobs.config import AppConfig, load_config
 from jobs.params import params_frame, with_params
-from schemas.base import BOOL, DATE, INT, MONEY, STRING, STRINGS
+from schemas.base import BOOL, DATE, INT, MONEY, STRING
 from schemas.lake import CLASSIFICATION_HISTORY, LOAN_SNAPSHOT
 from schemas.landing import OVERRIDES, PRODUCTS, RISK_SIGNALS, SCHEDULE
 
 D = dt.date
 AS_OF = D(2024, 6, 30)
+NEW_YEAR, JUNE_FIRST, YEAR_END = D(2024, 1, 1), D(2024, 6, 1), D(2024, 12, 31)
 
 SM, SUB, DBT = "SPECIAL_MENTION", "SUBSTANDARD", "DOUBTFUL"
 OVERDUE, OVER_SUB, OVER_DBT, OVER_LOSS = (
-    "DPD_OVERDUE", "DPD_OVER_SUBSTANDARD", "DPD_OVER_DOUBTFUL", "DPD_OVER_LOSS",
+    "DPD_OVERDUE",
+    "DPD_OVER_SUBSTANDARD",
+    "DPD_OVER_DOUBTFUL",
+    "DPD_OVER_LOSS",
 )
 
-INPUT_SCHEMA = T.StructType([
-    T.StructField(name, dtype) for name, dtype in (
-        ("as_of_date", DATE), ("loan_id", STRING), ("borrower_id", STRING), ("branch_id", STRING),
-        ("tier1_branch_id", STRING), ("product_code", STRING), ("collateral_type", STRING),
-        ("repayment_method", STRING), ("disbursement_date", DATE), ("maturity_date", DATE),
-        ("principal", MONEY), ("restructured_date", DATE), ("restructure_count", INT),
-        ("restructured_from_npl", BOOL), ("outstanding_principal", MONEY), ("overdue_principal", MONEY),
-        ("overdue_interest", MONEY), ("overdue_installments", INT), ("dpd", INT), ("bucket", STRING),
-        ("max_dpd_ever", INT), ("mob", INT), ("first_payment_default", BOOL),
-        ("last_overdue_date", DATE),
-    )
-])
+INPUT_SCHEMA = T.StructType(
+    [
+        T.StructField(name, dtype)
+        for name, dtype in (
+            ("as_of_date", DATE),
+            ("loan_id", STRING),
+            ("borrower_id", STRING),
+            ("branch_id", STRING),
+            ("tier1_branch_id", STRING),
+            ("product_code", STRING),
+            ("collateral_type", STRING),
+            ("repayment_method", STRING),
+            ("disbursement_date", DATE),
+            ("maturity_date", DATE),
+            ("principal", MONEY),
+            ("restructured_date", DATE),
+            ("restructure_count", INT),
+            ("restructured_from_npl", BOOL),
+            ("outstanding_principal", MONEY),
+            ("overdue_principal", MONEY),
+            ("overdue_interest", MONEY),
+            ("overdue_installments", INT),
+            ("dpd", INT),
+            ("bucket", STRING),
+            ("max_dpd_ever", INT),
+            ("mob", INT),
+            ("first_payment_default", BOOL),
+            ("last_overdue_date", DATE),
+        )
+    ]
+)
 PREVIOUS_SCHEMA = "loan_id string, risk_class string, risk_grade string"
 
 
@@ -56,16 +79,29 @@ PREVIOUS_SCHEMA = "loan_id string, risk_class string, risk_grade string"
 def loan(loan_id: str, dpd: int = 0, **fields: Any) -> dict[str, Any]:
     """A loan on the book; an overdue one owes one instalment and was overdue on the date."""
     row: dict[str, Any] = {
-        "as_of_date": AS_OF, "loan_id": loan_id, "borrower_id": f"B-{loan_id}", "branch_id": "BR-01",
-        "tier1_branch_id": "T1-01", "product_code": "CONSUMER", "collateral_type": "CREDIT",
-        "repayment_method": "EQUAL_INSTALLMENT", "disbursement_date": D(2023, 1, 15),
-        "maturity_date": D(2026, 1, 15), "principal": Decimal("120000.00"), "restructured_date": None,
-        "restructure_count": None, "restructured_from_npl": None,
+        "as_of_date": AS_OF,
+        "loan_id": loan_id,
+        "borrower_id": f"B-{loan_id}",
+        "branch_id": "BR-01",
+        "tier1_branch_id": "T1-01",
+        "product_code": "CONSUMER",
+        "collateral_type": "CREDIT",
+        "repayment_method": "EQUAL_INSTALLMENT",
+        "disbursement_date": D(2023, 1, 15),
+        "maturity_date": D(2026, 1, 15),
+        "principal": Decimal("120000.00"),
+        "restructured_date": None,
+        "restructure_count": None,
+        "restructured_from_npl": None,
         "outstanding_principal": Decimal("100000.00"),
         "overdue_principal": Decimal("1000.00") if dpd else Decimal("0.00"),
         "overdue_interest": Decimal("50.00") if dpd else Decimal("0.00"),
-        "overdue_installments": 1 if dpd else 0, "dpd": dpd, "bucket": "M1" if dpd else "M0",
-        "max_dpd_ever": dpd, "mob": 17, "first_payment_default": False,
+        "overdue_installments": 1 if dpd else 0,
+        "dpd": dpd,
+        "bucket": "M1" if dpd else "M0",
+        "max_dpd_ever": dpd,
+        "mob": 17,
+        "first_payment_default": False,
         "last_overdue_date": AS_OF if dpd else None,
     }
     unknown = set(fields) - set(row)
@@ -77,9 +113,7 @@ def loan(loan_id: str, dpd: int = 0, **fields: Any) -> dict[str, Any]:
 def book(spark: SparkSession, config: AppConfig, rows: Sequence[dict[str, Any]]) -> DataFrame:
     """Loans joined with their resolved parameters, as the delinquency stage hands them over."""
     source = spark.createDataFrame([tuple(r[f.name] for f in INPUT_SCHEMA) for r in rows], INPUT_SCHEMA)
-    params = params_frame(
-        spark, config, {r["tier1_branch_id"] for r in rows}, {r["product_code"] for r in rows}
-    )
+    params = params_frame(spark, config, {r["tier1_branch_id"] for r in rows}, {r["product_code"] for r in rows})
     return source.transform(with_params(params))
 
 
@@ -96,17 +130,25 @@ def instalments(loan_id: str, first: dt.date, count: int, every_months: int = 1)
 
 
 def signal(
-    signal_id: str, loan_id: str | None, borrower_id: str, signal_type: str, *,
-    signal_date: dt.date = D(2024, 1, 1), cleared: dt.date | None = None,
-    days_overdue: int | None = None, has_estate: bool | None = None,
+    signal_id: str,
+    loan_id: str | None,
+    borrower_id: str,
+    signal_type: str,
+    *,
+    signal_date: dt.date = NEW_YEAR,
+    cleared: dt.date | None = None,
+    days_overdue: int | None = None,
+    has_estate: bool | None = None,
 ) -> tuple[Any, ...]:
-    return (signal_id, loan_id, borrower_id, signal_type, "MAJOR", signal_date, cleared, days_overdue,
-            has_estate)
+    return (signal_id, loan_id, borrower_id, signal_type, "MAJOR", signal_date, cleared, days_overdue, has_estate)
 
 
 def override(
-    override_id: str, loan_id: str, risk_class: str, approved: dt.date = D(2024, 6, 1),
-    expiry: dt.date = D(2024, 12, 31),
+    override_id: str,
+    loan_id: str,
+    risk_class: str,
+    approved: dt.date = JUNE_FIRST,
+    expiry: dt.date = YEAR_END,
 ) -> tuple[Any, ...]:
     return (override_id, loan_id, risk_class, "review", "RM-01", approved, expiry)
 
@@ -162,29 +204,39 @@ def test_dpd_floors_at_every_2023_boundary(spark: SparkSession, config: AppConfi
     # Collateral does not keep a loan over 90 days out of NPL.
     rows.append(loan("D-091", 91, collateral_type="MORTGAGE"))
     actual = run(spark, config, rows)
-    expect(spark, actual, ["loan_id", "rule_class", "risk_class", "is_npl", "risk_reasons", "risk_grade"], [
-        ("D-000", "NORMAL", "NORMAL", False, ["PERFORMING"], "A2"),
-        ("D-001", SM, SM, False, [OVERDUE], "B2"),
-        ("D-090", SM, SM, False, [OVERDUE], "B3"),
-        ("D-091", SUB, SUB, True, [OVERDUE, OVER_SUB], "C1"),
-        ("D-270", SUB, SUB, True, [OVERDUE, OVER_SUB], "C2"),
-        ("D-271", DBT, DBT, True, [OVERDUE, OVER_DBT, OVER_SUB], "D1"),
-        ("D-360", DBT, DBT, True, [OVERDUE, OVER_DBT, OVER_SUB], "D2"),
-        ("D-361", "LOSS", "LOSS", True, [OVERDUE, OVER_DBT, OVER_LOSS, OVER_SUB], "E"),
-    ])
+    expect(
+        spark,
+        actual,
+        ["loan_id", "rule_class", "risk_class", "is_npl", "risk_reasons", "risk_grade"],
+        [
+            ("D-000", "NORMAL", "NORMAL", False, ["PERFORMING"], "A2"),
+            ("D-001", SM, SM, False, [OVERDUE], "B2"),
+            ("D-090", SM, SM, False, [OVERDUE], "B3"),
+            ("D-091", SUB, SUB, True, [OVERDUE, OVER_SUB], "C1"),
+            ("D-270", SUB, SUB, True, [OVERDUE, OVER_SUB], "C2"),
+            ("D-271", DBT, DBT, True, [OVERDUE, OVER_DBT, OVER_SUB], "D1"),
+            ("D-360", DBT, DBT, True, [OVERDUE, OVER_DBT, OVER_SUB], "D2"),
+            ("D-361", "LOSS", "LOSS", True, [OVERDUE, OVER_DBT, OVER_LOSS, OVER_SUB], "E"),
+        ],
+    )
 
 
 def test_legacy_exam_profile_moves_doubtful_and_loss_boundaries(spark: SparkSession, conf_dir: Path) -> None:
     legacy = load_config(conf_dir, profile="legacy_exam")
     actual = run(spark, legacy, [loan(f"L-{d:04d}", d) for d in (90, 91, 360, 361, 1080, 1081)])
-    expect(spark, actual, ["loan_id", "risk_class", "risk_reasons"], [
-        ("L-0090", SM, [OVERDUE]),
-        ("L-0091", SUB, [OVERDUE, OVER_SUB]),
-        ("L-0360", SUB, [OVERDUE, OVER_SUB]),
-        ("L-0361", DBT, [OVERDUE, OVER_DBT, OVER_SUB]),
-        ("L-1080", DBT, [OVERDUE, OVER_DBT, OVER_SUB]),
-        ("L-1081", "LOSS", [OVERDUE, OVER_DBT, OVER_LOSS, OVER_SUB]),
-    ])
+    expect(
+        spark,
+        actual,
+        ["loan_id", "risk_class", "risk_reasons"],
+        [
+            ("L-0090", SM, [OVERDUE]),
+            ("L-0091", SUB, [OVERDUE, OVER_SUB]),
+            ("L-0360", SUB, [OVERDUE, OVER_SUB]),
+            ("L-0361", DBT, [OVERDUE, OVER_DBT, OVER_SUB]),
+            ("L-1080", DBT, [OVERDUE, OVER_DBT, OVER_SUB]),
+            ("L-1081", "LOSS", [OVERDUE, OVER_DBT, OVER_LOSS, OVER_SUB]),
+        ],
+    )
 
 
 def test_technical_grace_comes_from_the_parameter_columns(spark: SparkSession, config: AppConfig) -> None:
@@ -192,19 +244,28 @@ def test_technical_grace_comes_from_the_parameter_columns(spark: SparkSession, c
     # in conf/postloan.yaml). The thresholds travel as columns, so both books classify together.
     graced = dataclasses.replace(config, profile=dataclasses.replace(config.profile, technical_grace_days=7))
     seven = book(spark, graced, [loan("G7-7", 7), loan("G7-8", 8)])
-    shipped = book(spark, config, [
-        loan("T3-3", 3, tier1_branch_id="T1-03"),
-        loan("T3-4", 4, tier1_branch_id="T1-03"),
-        loan("T1-3", 3, tier1_branch_id="T1-01"),
-    ])
+    shipped = book(
+        spark,
+        config,
+        [
+            loan("T3-3", 3, tier1_branch_id="T1-03"),
+            loan("T3-4", 4, tier1_branch_id="T1-03"),
+            loan("T1-3", 3, tier1_branch_id="T1-01"),
+        ],
+    )
     actual = run(spark, config, seven.unionByName(shipped))
-    expect(spark, actual, ["loan_id", "risk_class", "risk_reasons"], [
-        ("G7-7", "NORMAL", ["PERFORMING", "TECHNICAL_OVERDUE"]),
-        ("G7-8", SM, [OVERDUE]),
-        ("T3-3", "NORMAL", ["PERFORMING", "TECHNICAL_OVERDUE"]),
-        ("T3-4", SM, [OVERDUE]),
-        ("T1-3", SM, [OVERDUE]),
-    ])
+    expect(
+        spark,
+        actual,
+        ["loan_id", "risk_class", "risk_reasons"],
+        [
+            ("G7-7", "NORMAL", ["PERFORMING", "TECHNICAL_OVERDUE"]),
+            ("G7-8", SM, [OVERDUE]),
+            ("T3-3", "NORMAL", ["PERFORMING", "TECHNICAL_OVERDUE"]),
+            ("T3-4", SM, [OVERDUE]),
+            ("T1-3", SM, [OVERDUE]),
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,15 +274,35 @@ def test_technical_grace_comes_from_the_parameter_columns(spark: SparkSession, c
 
 def test_signal_floors(spark: SparkSession, config: AppConfig) -> None:
     ids = [
-        "S-OFF", "S-REF", "S-REFD", "S-REFN", "S-OB29", "S-OB30", "S-CD", "S-FRAUD", "S-DEAD",
-        "S-DEADN", "S-DEADE", "S-MISS", "S-MISSE", "S-LOST", "S-LOSTE", "S-EXIT", "S-CLR", "S-CLR1",
-        "S-TODAY", "S-TMRW", "S-TWO",
+        "S-OFF",
+        "S-REF",
+        "S-REFD",
+        "S-REFN",
+        "S-OB29",
+        "S-OB30",
+        "S-CD",
+        "S-FRAUD",
+        "S-DEAD",
+        "S-DEADN",
+        "S-DEADE",
+        "S-MISS",
+        "S-MISSE",
+        "S-LOST",
+        "S-LOSTE",
+        "S-EXIT",
+        "S-CLR",
+        "S-CLR1",
+        "S-TODAY",
+        "S-TMRW",
+        "S-TWO",
     ]
     products = {"S-REFD": "REFI", "S-REFN": "NOFLAG"}
     rows = [loan(i, product_code=products.get(i, "CONSUMER")) for i in ids]
     rows += [
-        loan("S-LIT1", borrower_id="B-LIT"), loan("S-LIT2", borrower_id="B-LIT"),
-        loan("S-SIB1", borrower_id="B-SIB"), loan("S-SIB2", borrower_id="B-SIB"),
+        loan("S-LIT1", borrower_id="B-LIT"),
+        loan("S-LIT2", borrower_id="B-LIT"),
+        loan("S-SIB1", borrower_id="B-SIB"),
+        loan("S-SIB2", borrower_id="B-SIB"),
     ]
     signals = [
         signal("1", "S-OFF", "B-S-OFF", "OFF_PURPOSE_USE"),
@@ -251,33 +332,38 @@ def test_signal_floors(spark: SparkSession, config: AppConfig) -> None:
     ]
     actual = run(spark, config, rows, signals=signals)
     # Grades: NORMAL with no signal floor and never overdue on credit A2; SM at 0 dpd B1; SUB C1.
-    expect(spark, actual, ["loan_id", "risk_class", "risk_reasons", "risk_grade"], [
-        ("S-OFF", SM, ["SIGNAL_OFF_PURPOSE_USE"], "B1"),
-        ("S-REF", SM, ["SIGNAL_REFINANCE_OLD_WITH_NEW"], "B1"),
-        ("S-REFD", "NORMAL", ["PERFORMING"], "A2"),
-        ("S-REFN", SM, ["SIGNAL_REFINANCE_OLD_WITH_NEW"], "B1"),
-        ("S-OB29", "NORMAL", ["PERFORMING"], "A2"),
-        ("S-OB30", SM, ["SIGNAL_OTHER_BANK_OVERDUE"], "B1"),
-        ("S-CD", SM, ["SIGNAL_CREDIT_DOWNGRADE"], "B1"),
-        ("S-FRAUD", SUB, ["SIGNAL_FRAUD"], "C1"),
-        ("S-DEAD", "LOSS", ["SIGNAL_BORROWER_DECEASED"], "E"),
-        ("S-DEADN", "LOSS", ["SIGNAL_BORROWER_DECEASED"], "E"),
-        ("S-DEADE", SUB, ["SIGNAL_BORROWER_DECEASED"], "C1"),
-        ("S-MISS", "LOSS", ["SIGNAL_BORROWER_MISSING"], "E"),
-        ("S-MISSE", SUB, ["SIGNAL_BORROWER_MISSING"], "C1"),
-        ("S-LOST", "LOSS", ["SIGNAL_LOST_CAPACITY"], "E"),
-        ("S-LOSTE", SUB, ["SIGNAL_LOST_CAPACITY"], "C1"),
-        ("S-EXIT", "NORMAL", ["PERFORMING"], "A2"),
-        ("S-CLR", "NORMAL", ["PERFORMING"], "A2"),
-        ("S-CLR1", SM, ["SIGNAL_LITIGATION"], "B1"),
-        ("S-TODAY", SM, ["SIGNAL_LITIGATION"], "B1"),
-        ("S-TMRW", "NORMAL", ["PERFORMING"], "A2"),
-        ("S-TWO", SUB, ["SIGNAL_FRAUD", "SIGNAL_LITIGATION"], "C1"),
-        ("S-LIT1", SM, ["SIGNAL_LITIGATION"], "B1"),
-        ("S-LIT2", SM, ["SIGNAL_LITIGATION"], "B1"),
-        ("S-SIB1", SM, ["SIGNAL_OFF_PURPOSE_USE"], "B1"),
-        ("S-SIB2", "NORMAL", ["PERFORMING"], "A2"),
-    ])
+    expect(
+        spark,
+        actual,
+        ["loan_id", "risk_class", "risk_reasons", "risk_grade"],
+        [
+            ("S-OFF", SM, ["SIGNAL_OFF_PURPOSE_USE"], "B1"),
+            ("S-REF", SM, ["SIGNAL_REFINANCE_OLD_WITH_NEW"], "B1"),
+            ("S-REFD", "NORMAL", ["PERFORMING"], "A2"),
+            ("S-REFN", SM, ["SIGNAL_REFINANCE_OLD_WITH_NEW"], "B1"),
+            ("S-OB29", "NORMAL", ["PERFORMING"], "A2"),
+            ("S-OB30", SM, ["SIGNAL_OTHER_BANK_OVERDUE"], "B1"),
+            ("S-CD", SM, ["SIGNAL_CREDIT_DOWNGRADE"], "B1"),
+            ("S-FRAUD", SUB, ["SIGNAL_FRAUD"], "C1"),
+            ("S-DEAD", "LOSS", ["SIGNAL_BORROWER_DECEASED"], "E"),
+            ("S-DEADN", "LOSS", ["SIGNAL_BORROWER_DECEASED"], "E"),
+            ("S-DEADE", SUB, ["SIGNAL_BORROWER_DECEASED"], "C1"),
+            ("S-MISS", "LOSS", ["SIGNAL_BORROWER_MISSING"], "E"),
+            ("S-MISSE", SUB, ["SIGNAL_BORROWER_MISSING"], "C1"),
+            ("S-LOST", "LOSS", ["SIGNAL_LOST_CAPACITY"], "E"),
+            ("S-LOSTE", SUB, ["SIGNAL_LOST_CAPACITY"], "C1"),
+            ("S-EXIT", "NORMAL", ["PERFORMING"], "A2"),
+            ("S-CLR", "NORMAL", ["PERFORMING"], "A2"),
+            ("S-CLR1", SM, ["SIGNAL_LITIGATION"], "B1"),
+            ("S-TODAY", SM, ["SIGNAL_LITIGATION"], "B1"),
+            ("S-TMRW", "NORMAL", ["PERFORMING"], "A2"),
+            ("S-TWO", SUB, ["SIGNAL_FRAUD", "SIGNAL_LITIGATION"], "C1"),
+            ("S-LIT1", SM, ["SIGNAL_LITIGATION"], "B1"),
+            ("S-LIT2", SM, ["SIGNAL_LITIGATION"], "B1"),
+            ("S-SIB1", SM, ["SIGNAL_OFF_PURPOSE_USE"], "B1"),
+            ("S-SIB2", "NORMAL", ["PERFORMING"], "A2"),
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -304,12 +390,14 @@ def test_restructuring_observation_period(spark: SparkSession, config: AppConfig
         loan("R-PERIODS-DONE", restructured_date=D(2022, 2, 1)),
         # Restructured 2023-01-10 would end 2024-01-15, but a missed payment on 2023-09-20 restarts
         # the period at 2023-10-15, so it ends 2024-10-15.
-        loan("R-RESTART", restructured_date=D(2023, 1, 10), last_overdue_date=D(2023, 9, 20), max_dpd_ever=5),
+        loan("R-RESTART", restructured_date=D(2023, 1, 10), last_overdue_date=D(2023, 9, 20)),
         # Overdue only before the restructuring: no restart, over since 2024-01-15.
-        loan("R-OLD-MISS", restructured_date=D(2023, 1, 10), last_overdue_date=D(2022, 12, 20), max_dpd_ever=5),
+        loan("R-OLD-MISS", restructured_date=D(2023, 1, 10), last_overdue_date=D(2022, 12, 20)),
         # One bullet instalment: the end-by-periods due date does not exist, so the floor stays.
         loan("R-BULLET", restructured_date=D(2024, 1, 10), repayment_method="BULLET"),
         loan("R-NOSCHED", restructured_date=D(2020, 1, 10)),
+        # Start 2022-02-15 and 12 months long past, but the schedule stops before a second period.
+        loan("R-SHORT", restructured_date=D(2022, 1, 10)),
         # Restructured after the business date: not yet.
         loan("R-LATER", restructured_date=D(2024, 7, 5)),
         # Restructured, first repayment date still ahead: observed from the restructuring date.
@@ -321,34 +409,43 @@ def test_restructuring_observation_period(spark: SparkSession, config: AppConfig
         *instalments("R-NPL", monthly_2023, 36),
         *instalments("R-MONTHS-DONE", monthly_2023, 36),
         *instalments("R-ENDS-TMRW", D(2023, 2, 1), 36),
-        *[("R-ENDS-TODAY", n + 1, due, Decimal("900.00"), Decimal("100.00"))
-          for n, due in enumerate([D(2023, 5, 30), D(2023, 6, 30), D(2023, 7, 30), D(2023, 8, 30)])],
+        *[
+            ("R-ENDS-TODAY", n + 1, due, Decimal("900.00"), Decimal("100.00"))
+            for n, due in enumerate([D(2023, 5, 30), D(2023, 6, 30), D(2023, 7, 30), D(2023, 8, 30)])
+        ],
         *instalments("R-PERIODS", D(2022, 3, 1), 5, every_months=12),
         *instalments("R-PERIODS-DONE", D(2021, 3, 1), 6, every_months=12),
         *instalments("R-RESTART", D(2022, 2, 15), 48),
         *instalments("R-OLD-MISS", D(2022, 2, 15), 48),
         ("R-BULLET", 1, D(2027, 1, 10), Decimal("120000.00"), Decimal("9000.00")),
+        *instalments("R-SHORT", D(2022, 2, 15), 2),
         *instalments("R-LATER", monthly_2023, 36),
         *instalments("R-PRESTART", D(2024, 7, 15), 24),
     ]
     actual = run(spark, config, rows, schedule=schedule)
     observed = ["RESTRUCTURED_OBSERVATION"]
-    expect(spark, actual, ["loan_id", "rule_class", "risk_class", "risk_reasons"], [
-        ("R-OBS", SM, SM, observed),
-        ("R-AGAIN", SUB, SUB, observed),
-        ("R-NPL", SUB, SUB, observed),
-        ("R-MONTHS-DONE", "NORMAL", "NORMAL", ["PERFORMING"]),
-        ("R-ENDS-TMRW", SM, SM, observed),
-        ("R-ENDS-TODAY", "NORMAL", "NORMAL", ["PERFORMING"]),
-        ("R-PERIODS", SM, SM, observed),
-        ("R-PERIODS-DONE", "NORMAL", "NORMAL", ["PERFORMING"]),
-        ("R-RESTART", SM, SM, observed),
-        ("R-OLD-MISS", "NORMAL", "NORMAL", ["PERFORMING"]),
-        ("R-BULLET", SM, SM, observed),
-        ("R-NOSCHED", SM, SM, observed),
-        ("R-LATER", "NORMAL", "NORMAL", ["PERFORMING"]),
-        ("R-PRESTART", SM, SM, observed),
-    ])
+    expect(
+        spark,
+        actual,
+        ["loan_id", "rule_class", "risk_class", "risk_reasons"],
+        [
+            ("R-OBS", SM, SM, observed),
+            ("R-AGAIN", SUB, SUB, observed),
+            ("R-NPL", SUB, SUB, observed),
+            ("R-MONTHS-DONE", "NORMAL", "NORMAL", ["PERFORMING"]),
+            ("R-ENDS-TMRW", SM, SM, observed),
+            ("R-ENDS-TODAY", "NORMAL", "NORMAL", ["PERFORMING"]),
+            ("R-PERIODS", SM, SM, observed),
+            ("R-PERIODS-DONE", "NORMAL", "NORMAL", ["PERFORMING"]),
+            ("R-RESTART", SM, SM, observed),
+            ("R-OLD-MISS", "NORMAL", "NORMAL", ["PERFORMING"]),
+            ("R-BULLET", SM, SM, observed),
+            ("R-NOSCHED", SM, SM, observed),
+            ("R-SHORT", SM, SM, observed),
+            ("R-LATER", "NORMAL", "NORMAL", ["PERFORMING"]),
+            ("R-PRESTART", SM, SM, observed),
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -368,7 +465,7 @@ def test_upgrade_out_of_npl_needs_both_periods_and_months(spark: SparkSession, c
         # Normal since 2024-01-01: 6 months only tomorrow.
         loan("U-6M-TMRW", last_overdue_date=D(2023, 12, 31), max_dpd_ever=120),
         # Arrears left (within tolerance, so dpd 0): not all repaid.
-        loan("U-ARREARS", overdue_interest=Decimal("10.00"), last_overdue_date=D(2023, 6, 1), max_dpd_ever=120),
+        loan("U-ARREARS", overdue_interest=Decimal("10.00"), last_overdue_date=D(2023, 6, 1)),
         # Never overdue (NPL for another reason before): normal since disbursement 2023-01-15.
         loan("U-NEVER"),
         # DOUBTFUL to SUBSTANDARD is an upgrade too: held while overdue.
@@ -382,32 +479,51 @@ def test_upgrade_out_of_npl_needs_both_periods_and_months(spark: SparkSession, c
         loan("U-NEW"),
     ]
     schedule = [
-        *(r for i in ("U-BOTH", "U-PERIODS", "U-6M-TODAY", "U-6M-TMRW", "U-ARREARS", "U-NEVER", "U-SIG")
-          for r in instalments(i, D(2023, 2, 15), 36)),
+        *(
+            r
+            for i in ("U-BOTH", "U-PERIODS", "U-6M-TODAY", "U-6M-TMRW", "U-ARREARS", "U-NEVER", "U-SIG")
+            for r in instalments(i, D(2023, 2, 15), 36)
+        ),
         *instalments("U-MONTHS", D(2023, 3, 1), 3, every_months=12),
     ]
     previous = [
-        (i, SUB, "C1") for i in ("U-BOTH", "U-PERIODS", "U-MONTHS", "U-6M-TODAY", "U-6M-TMRW",
-                                 "U-ARREARS", "U-NEVER", "U-WORSE", "U-SAME", "U-SIG")
+        (i, SUB, "C1")
+        for i in (
+            "U-BOTH",
+            "U-PERIODS",
+            "U-MONTHS",
+            "U-6M-TODAY",
+            "U-6M-TMRW",
+            "U-ARREARS",
+            "U-NEVER",
+            "U-WORSE",
+            "U-SAME",
+            "U-SIG",
+        )
     ] + [("U-DOUBT", DBT, "D1"), ("U-SM", SM, "B1")]
     signals = [signal("1", "U-SIG", "B-U-SIG", "LITIGATION")]
     actual = run(spark, config, rows, schedule=schedule, signals=signals, previous=previous)
     upgraded, pending = ["NPL_UPGRADED", "PERFORMING"], ["NPL_UPGRADE_PENDING"]
-    expect(spark, actual, ["loan_id", "previous_risk_class", "rule_class", "risk_class", "risk_reasons"], [
-        ("U-BOTH", SUB, "NORMAL", "NORMAL", upgraded),
-        ("U-PERIODS", SUB, SUB, SUB, pending),
-        ("U-MONTHS", SUB, SUB, SUB, pending),
-        ("U-6M-TODAY", SUB, "NORMAL", "NORMAL", upgraded),
-        ("U-6M-TMRW", SUB, SUB, SUB, pending),
-        ("U-ARREARS", SUB, SUB, SUB, pending),
-        ("U-NEVER", SUB, "NORMAL", "NORMAL", upgraded),
-        ("U-DOUBT", DBT, DBT, DBT, [OVERDUE, OVER_SUB, "NPL_UPGRADE_PENDING"]),
-        ("U-WORSE", SUB, DBT, DBT, [OVERDUE, OVER_DBT, OVER_SUB]),
-        ("U-SAME", SUB, SUB, SUB, [OVERDUE, OVER_SUB]),
-        ("U-SM", SM, "NORMAL", "NORMAL", ["PERFORMING"]),
-        ("U-SIG", SUB, SM, SM, ["NPL_UPGRADED", "SIGNAL_LITIGATION"]),
-        ("U-NEW", None, "NORMAL", "NORMAL", ["PERFORMING"]),
-    ])
+    expect(
+        spark,
+        actual,
+        ["loan_id", "previous_risk_class", "rule_class", "risk_class", "risk_reasons"],
+        [
+            ("U-BOTH", SUB, "NORMAL", "NORMAL", upgraded),
+            ("U-PERIODS", SUB, SUB, SUB, pending),
+            ("U-MONTHS", SUB, SUB, SUB, pending),
+            ("U-6M-TODAY", SUB, "NORMAL", "NORMAL", upgraded),
+            ("U-6M-TMRW", SUB, SUB, SUB, pending),
+            ("U-ARREARS", SUB, SUB, SUB, pending),
+            ("U-NEVER", SUB, "NORMAL", "NORMAL", upgraded),
+            ("U-DOUBT", DBT, DBT, DBT, [OVERDUE, OVER_SUB, "NPL_UPGRADE_PENDING"]),
+            ("U-WORSE", SUB, DBT, DBT, [OVERDUE, OVER_DBT, OVER_SUB]),
+            ("U-SAME", SUB, SUB, SUB, [OVERDUE, OVER_SUB]),
+            ("U-SM", SM, "NORMAL", "NORMAL", ["PERFORMING"]),
+            ("U-SIG", SUB, SM, SM, ["NPL_UPGRADED", "SIGNAL_LITIGATION"]),
+            ("U-NEW", None, "NORMAL", "NORMAL", ["PERFORMING"]),
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -415,14 +531,29 @@ def test_upgrade_out_of_npl_needs_both_periods_and_months(spark: SparkSession, c
 
 
 def test_manual_overrides_in_force_and_bounded(spark: SparkSession, config: AppConfig) -> None:
-    loose = dataclasses.replace(config, profile=dataclasses.replace(
-        config.profile, override_max_upgrade_notches=2, override_keeps_npl_dpd_floor=False
-    ))
-    strict_ids = ["O-DOWN", "O-UP1", "O-UP2", "O-EXP-TODAY", "O-EXPIRED", "O-FUTURE", "O-APPR-TODAY",
-                  "O-MULTI", "O-TIE"]
-    loans = book(spark, config, [
-        *(loan(i) for i in strict_ids), loan("O-NPL", 100),
-    ]).unionByName(book(spark, loose, [loan("O-LOOSE", 100), loan("O-LOOSE3", 280)]))
+    loose = dataclasses.replace(
+        config,
+        profile=dataclasses.replace(config.profile, override_max_upgrade_notches=2, override_keeps_npl_dpd_floor=False),
+    )
+    strict_ids = [
+        "O-DOWN",
+        "O-UP1",
+        "O-UP2",
+        "O-EXP-TODAY",
+        "O-EXPIRED",
+        "O-FUTURE",
+        "O-APPR-TODAY",
+        "O-MULTI",
+        "O-TIE",
+    ]
+    loans = book(
+        spark,
+        config,
+        [
+            *(loan(i) for i in strict_ids),
+            loan("O-NPL", 100),
+        ],
+    ).unionByName(book(spark, loose, [loan("O-LOOSE", 100), loan("O-LOOSE3", 280)]))
     signals = [signal("1", "O-UP1", "B-O-UP1", "FRAUD"), signal("2", "O-UP2", "B-O-UP2", "FRAUD")]
     overrides = [
         override("OV-DOWN", "O-DOWN", DBT),
@@ -446,24 +577,29 @@ def test_manual_overrides_in_force_and_bounded(spark: SparkSession, config: AppC
     actual = run(spark, config, loans, signals=signals, overrides=overrides)
     manual, bounded = "MANUAL_OVERRIDE", "OVERRIDE_BOUNDED"
     columns = ["loan_id", "rule_class", "risk_class", "is_npl", "risk_reasons", "override_id", "risk_grade"]
-    expect(spark, actual, columns, [
-        ("O-DOWN", "NORMAL", DBT, True, [manual, "PERFORMING"], "OV-DOWN", "D1"),
-        ("O-UP1", SUB, SM, False, [manual, "SIGNAL_FRAUD"], "OV-UP1", "B1"),
-        # NORMAL is two notches above SUBSTANDARD: clipped to SPECIAL_MENTION.
-        ("O-UP2", SUB, SM, False, [manual, bounded, "SIGNAL_FRAUD"], "OV-UP2", "B1"),
-        # One notch would be allowed, but 100 dpd keeps it NPL.
-        ("O-NPL", SUB, SUB, True, [OVERDUE, OVER_SUB, manual, bounded], "OV-NPL", "C1"),
-        ("O-EXP-TODAY", "NORMAL", SM, False, [manual, "PERFORMING"], "OV-EXP-TODAY", "B1"),
-        ("O-EXPIRED", "NORMAL", "NORMAL", False, ["PERFORMING"], None, "A2"),
-        ("O-FUTURE", "NORMAL", "NORMAL", False, ["PERFORMING"], None, "A2"),
-        ("O-APPR-TODAY", "NORMAL", SM, False, [manual, "PERFORMING"], "OV-APPR-TODAY", "B1"),
-        ("O-MULTI", "NORMAL", DBT, True, [manual, "PERFORMING"], "OV-M1", "D1"),
-        ("O-TIE", "NORMAL", SM, False, [manual, "PERFORMING"], "OV-TB", "B1"),
-        # Two notches allowed and no NPL DPD floor: out of NPL despite 100 dpd (max_dpd_ever 100: A4).
-        ("O-LOOSE", SUB, "NORMAL", False, [OVERDUE, OVER_SUB, manual], "OV-LOOSE", "A4"),
-        # DOUBTFUL minus two notches is SPECIAL_MENTION (280 dpd: B3).
-        ("O-LOOSE3", DBT, SM, False, [OVERDUE, OVER_DBT, OVER_SUB, manual, bounded], "OV-LOOSE3", "B3"),
-    ])
+    expect(
+        spark,
+        actual,
+        columns,
+        [
+            ("O-DOWN", "NORMAL", DBT, True, [manual, "PERFORMING"], "OV-DOWN", "D1"),
+            ("O-UP1", SUB, SM, False, [manual, "SIGNAL_FRAUD"], "OV-UP1", "B1"),
+            # NORMAL is two notches above SUBSTANDARD: clipped to SPECIAL_MENTION.
+            ("O-UP2", SUB, SM, False, [manual, bounded, "SIGNAL_FRAUD"], "OV-UP2", "B1"),
+            # One notch would be allowed, but 100 dpd keeps it NPL.
+            ("O-NPL", SUB, SUB, True, [OVERDUE, OVER_SUB, manual, bounded], "OV-NPL", "C1"),
+            ("O-EXP-TODAY", "NORMAL", SM, False, [manual, "PERFORMING"], "OV-EXP-TODAY", "B1"),
+            ("O-EXPIRED", "NORMAL", "NORMAL", False, ["PERFORMING"], None, "A2"),
+            ("O-FUTURE", "NORMAL", "NORMAL", False, ["PERFORMING"], None, "A2"),
+            ("O-APPR-TODAY", "NORMAL", SM, False, [manual, "PERFORMING"], "OV-APPR-TODAY", "B1"),
+            ("O-MULTI", "NORMAL", DBT, True, [manual, "PERFORMING"], "OV-M1", "D1"),
+            ("O-TIE", "NORMAL", SM, False, [manual, "PERFORMING"], "OV-TB", "B1"),
+            # Two notches allowed and no NPL DPD floor: out of NPL despite 100 dpd (max_dpd_ever 100: A4).
+            ("O-LOOSE", SUB, "NORMAL", False, [OVERDUE, OVER_SUB, manual], "OV-LOOSE", "A4"),
+            # DOUBTFUL minus two notches is SPECIAL_MENTION (280 dpd: B3).
+            ("O-LOOSE3", DBT, SM, False, [OVERDUE, OVER_DBT, OVER_SUB, manual, bounded], "OV-LOOSE3", "B3"),
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -498,24 +634,29 @@ def test_grades_follow_the_first_matching_rule_of_the_class(spark: SparkSession,
     ]
     overrides = [override("OV-1", "G-OVR", SM), override("OV-2", "G-OVR-SIG", "NORMAL")]
     actual = run(spark, config, rows, signals=signals, overrides=overrides)
-    expect(spark, actual, ["loan_id", "risk_class", "risk_grade"], [
-        ("G-A1", "NORMAL", "A1"),
-        ("G-A1-PLEDGE", "NORMAL", "A1"),
-        ("G-A1-EXIT", "NORMAL", "A1"),
-        ("G-A2", "NORMAL", "A2"),
-        ("G-A3", "NORMAL", "A3"),
-        ("G-A4", "NORMAL", "A4"),
-        ("G-B1", SM, "B1"),
-        ("G-B2", SM, "B2"),
-        ("G-B3", SM, "B3"),
-        ("G-C1", SUB, "C1"),
-        ("G-C2", SUB, "C2"),
-        ("G-D1", DBT, "D1"),
-        ("G-D2", DBT, "D2"),
-        ("G-E", "LOSS", "E"),
-        ("G-OVR", SM, "B1"),
-        ("G-OVR-SIG", "NORMAL", "A3"),
-    ])
+    expect(
+        spark,
+        actual,
+        ["loan_id", "risk_class", "risk_grade"],
+        [
+            ("G-A1", "NORMAL", "A1"),
+            ("G-A1-PLEDGE", "NORMAL", "A1"),
+            ("G-A1-EXIT", "NORMAL", "A1"),
+            ("G-A2", "NORMAL", "A2"),
+            ("G-A3", "NORMAL", "A3"),
+            ("G-A4", "NORMAL", "A4"),
+            ("G-B1", SM, "B1"),
+            ("G-B2", SM, "B2"),
+            ("G-B3", SM, "B3"),
+            ("G-C1", SUB, "C1"),
+            ("G-C2", SUB, "C2"),
+            ("G-D1", DBT, "D1"),
+            ("G-D2", DBT, "D2"),
+            ("G-E", "LOSS", "E"),
+            ("G-OVR", SM, "B1"),
+            ("G-OVR-SIG", "NORMAL", "A3"),
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -529,9 +670,7 @@ def test_output_is_the_input_plus_the_contract_columns(spark: SparkSession, conf
     types = {f.name: f.dataType for f in actual.schema.fields}
     assert {c: types[c] for c in OUTPUT_COLUMNS} == {c: LOAN_SNAPSHOT.column(c).dtype for c in OUTPUT_COLUMNS}
 
-    history = actual.withColumn("branch_path", F.array(F.lit("HQ"))).transform(
-        classification_changes(AS_OF, None)
-    )
+    history = actual.withColumn("branch_path", F.array(F.lit("HQ"))).transform(classification_changes(AS_OF, None))
     assert [(f.name, f.dataType) for f in history.schema.fields] == [
         (c.name, c.dtype) for c in CLASSIFICATION_HISTORY.columns
     ]
@@ -549,33 +688,49 @@ def test_profile_without_grades_is_refused(spark: SparkSession, config: AppConfi
         run(spark, gradeless, [loan("X-1")])
 
 
+def branch_path() -> Column:
+    return F.array(F.lit("HQ"), F.col("tier1_branch_id"), F.col("branch_id"))
+
+
 def history_expected(spark: SparkSession, rows: list[tuple[Any, ...]]) -> DataFrame:
     return spark.createDataFrame(rows, CLASSIFICATION_HISTORY.schema)
 
 
 def test_changes_record_downgrades_upgrades_and_new_loans(spark: SparkSession, config: AppConfig) -> None:
     loans = book(spark, config, [loan("E-DOWN", 100), loan("E-UP"), loan("E-SAME", 10), loan("E-NEW")])
-    loans = loans.withColumn("branch_path", F.array(F.lit("HQ"), F.col("tier1_branch_id"), F.col("branch_id")))
+    loans = loans.withColumn("branch_path", branch_path())
     previous = [("E-DOWN", SM, "B3"), ("E-UP", SM, "B2"), ("E-SAME", SM, "B1"), ("E-GONE", SUB, "C1")]
     previous_frame = spark.createDataFrame(previous, PREVIOUS_SCHEMA)
     snapshot = run(spark, config, loans, previous=previous)
     actual = snapshot.transform(classification_changes(AS_OF, D(2024, 6, 29), previous_frame))
-    path, balance, yesterday = ["HQ", "T1-01", "BR-01"], Decimal("100000.00"), D(2024, 6, 29)
+    where = ("BR-01", ["HQ", "T1-01", "BR-01"], Decimal("100000.00"))
+    day_before = D(2024, 6, 29)
     # E-SAME moved from B1 to B2 within SPECIAL_MENTION: no change of class, no row.
-    assertDataFrameEqual(actual, history_expected(spark, [
-        (AS_OF, "E-DOWN", yesterday, SM, SUB, "B3", "C1", "DOWNGRADE", [OVERDUE, OVER_SUB], "BR-01", path,
-         balance),
-        (AS_OF, "E-UP", yesterday, SM, "NORMAL", "B2", "A2", "UPGRADE", ["PERFORMING"], "BR-01", path, balance),
-        (AS_OF, "E-NEW", yesterday, None, "NORMAL", None, "A2", "NEW", ["PERFORMING"], "BR-01", path, balance),
-    ]))
+    assertDataFrameEqual(
+        actual,
+        history_expected(
+            spark,
+            [
+                (AS_OF, "E-DOWN", day_before, SM, SUB, "B3", "C1", "DOWNGRADE", [OVERDUE, OVER_SUB], *where),
+                (AS_OF, "E-UP", day_before, SM, "NORMAL", "B2", "A2", "UPGRADE", ["PERFORMING"], *where),
+                (AS_OF, "E-NEW", day_before, None, "NORMAL", None, "A2", "NEW", ["PERFORMING"], *where),
+            ],
+        ),
+    )
 
 
 def test_first_run_records_every_loan_as_new(spark: SparkSession, config: AppConfig) -> None:
     loans = book(spark, config, [loan("F-1", 100), loan("F-2")])
-    loans = loans.withColumn("branch_path", F.array(F.lit("HQ"), F.col("tier1_branch_id"), F.col("branch_id")))
+    loans = loans.withColumn("branch_path", branch_path())
     actual = run(spark, config, loans).transform(classification_changes(AS_OF, None))
-    path, balance = ["HQ", "T1-01", "BR-01"], Decimal("100000.00")
-    assertDataFrameEqual(actual, history_expected(spark, [
-        (AS_OF, "F-1", None, None, SUB, None, "C1", "NEW", [OVERDUE, OVER_SUB], "BR-01", path, balance),
-        (AS_OF, "F-2", None, None, "NORMAL", None, "A2", "NEW", ["PERFORMING"], "BR-01", path, balance),
-    ]))
+    where = ("BR-01", ["HQ", "T1-01", "BR-01"], Decimal("100000.00"))
+    assertDataFrameEqual(
+        actual,
+        history_expected(
+            spark,
+            [
+                (AS_OF, "F-1", None, None, SUB, None, "C1", "NEW", [OVERDUE, OVER_SUB], *where),
+                (AS_OF, "F-2", None, None, "NORMAL", None, "A2", "NEW", ["PERFORMING"], *where),
+            ],
+        ),
+    )
