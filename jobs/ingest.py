@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from jobs.masking import mask_column
 from schemas.base import Table
 from schemas.landing import BORROWERS, BRANCHES, LANDING_TABLES, LOAN_CHILDREN, LOANS, PRODUCTS, SCHEDULE
+from schemas.registry import landing_table
 
 REASON = "struct<code:string,detail:string>"
 ACCEPTED = "_reasons"
@@ -41,9 +42,9 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
     """Cast raw columns to the contract's types; keep the raw record; collect per-row reasons."""
 
     def transform(raw: DataFrame) -> DataFrame:
-        # Raw text is kept beside the parsed values for quarantine records only; Spark prunes it
-        # from the accepted rows' plan, so it costs nothing on the happy path.
-        sources = [F.col(c).cast("string").alias(f"_src_{c}") for c in table.names]
+        # Raw text is kept beside the parsed values for quarantine records; `ingest` drops it from
+        # accepted rows before caching, so it costs memory only for the rows refused.
+        sources = F.struct(*[F.col(c).cast("string").alias(c) for c in table.names])
         row_hash = F.xxhash64(*[F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in table.names])
         reasons: list[Column] = []
         parsed: list[Column] = []
@@ -67,7 +68,7 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
                 reasons.append(_reason(value < 0, "NEGATIVE_AMOUNT", c.name))
         return raw.select(
             *parsed,
-            *sources,
+            sources.alias("_src"),
             row_hash.alias("_row_hash"),
             F.filter(F.array(*reasons), lambda r: r.isNotNull()).alias(ACCEPTED),
         )
@@ -129,14 +130,27 @@ def require_reference(column: str, valid: DataFrame, valid_column: str, code: st
 
 @dataclass(frozen=True)
 class Ingested:
-    """Accepted rows per landing table (contract columns and types) and the quarantine rows."""
+    """Every landing row, parsed and checked; accepted rows have no reasons."""
 
-    tables: dict[str, DataFrame]
-    quarantine: DataFrame
     checked: dict[str, DataFrame]
+    run_id: str
+    as_of: dt.date
 
-    def __getitem__(self, name: str) -> DataFrame:
-        return self.tables[name]
+    def accepted(self, name: str) -> DataFrame:
+        """Accepted rows of a landing table: the contract's columns and types."""
+        return _accepted(self.checked[name], landing_table(name))
+
+    @property
+    def tables(self) -> dict[str, DataFrame]:
+        return {t.name: self.accepted(t.name) for t in LANDING_TABLES}
+
+    def quarantine(self) -> DataFrame:
+        """Refused rows of every table, as rows of the quarantine table."""
+        frames = [_rejected(self.checked[t.name], t, self.run_id, self.as_of) for t in LANDING_TABLES]
+        result = frames[0]
+        for frame in frames[1:]:
+            result = result.unionByName(frame)
+        return result
 
 
 def _accepted(frame: DataFrame, table: Table) -> DataFrame:
@@ -144,17 +158,15 @@ def _accepted(frame: DataFrame, table: Table) -> DataFrame:
 
 
 def _rejected(frame: DataFrame, table: Table, run_id: str, as_of: dt.date) -> DataFrame:
-    key = F.concat_ws("|", *[F.col(f"_src_{k}") for k in table.key]) if table.key else F.lit(None)
+    def src(name: str) -> Column:
+        return F.col("_src").getField(name)
+
+    key = F.concat_ws("|", *[src(k) for k in table.key]) if table.key else F.lit(None)
     masked = F.to_json(
-        F.struct(
-            *[
-                (mask_column(c.name, F.col(f"_src_{c.name}")) if c.pii else F.col(f"_src_{c.name}")).alias(c.name)
-                for c in table.columns
-            ]
-        ),
+        F.struct(*[(mask_column(c.name, src(c.name)) if c.pii else src(c.name)).alias(c.name) for c in table.columns]),
         {"ignoreNullFields": "false"},
     )
-    unmasked = F.to_json(F.struct(*[F.col(f"_src_{c}").alias(c) for c in table.names]), {"ignoreNullFields": "false"})
+    unmasked = F.to_json(F.col("_src"), {"ignoreNullFields": "false"})
     occurrence = F.row_number().over(Window.partitionBy("_row_hash").orderBy("_row_hash"))
     return frame.where(F.size(ACCEPTED) > 0).select(
         F.lit(as_of).alias("as_of_date"),
@@ -171,11 +183,27 @@ def _rejected(frame: DataFrame, table: Table, run_id: str, as_of: dt.date) -> Da
     )
 
 
-def ingest(raw: dict[str, DataFrame], run_id: str, as_of: dt.date) -> Ingested:
-    """Validate every landing table, dimensions first, then loans, then loan children."""
-    checked: dict[str, DataFrame] = {}
-    for table in LANDING_TABLES:
-        checked[table.name] = raw[table.name].transform(parse(table)).transform(flag_duplicates(table))
+def ingest(
+    raw: dict[str, DataFrame],
+    run_id: str,
+    as_of: dt.date,
+    keep: Callable[[DataFrame], DataFrame] | None = None,
+) -> Ingested:
+    """Validate every landing table: dimensions first, then loans, then loan children.
+
+    `keep` is applied to each table once its checks are complete (the pipeline caches there), so
+    the checks of later tables reuse the earlier tables' results instead of recomputing them.
+    """
+    hold = keep or (lambda frame: frame)
+    checked: dict[str, DataFrame] = {
+        t.name: raw[t.name].transform(parse(t)).transform(flag_duplicates(t)) for t in LANDING_TABLES
+    }
+
+    def finish(table: Table) -> DataFrame:
+        # Accepted rows drop their raw text before caching; refused rows keep it for quarantine.
+        frame = checked[table.name].withColumn("_src", F.when(F.size(ACCEPTED) > 0, F.col("_src")))
+        checked[table.name] = hold(frame)
+        return checked[table.name]
 
     def accepted(table: Table) -> DataFrame:
         return _accepted(checked[table.name], table)
@@ -183,6 +211,10 @@ def ingest(raw: dict[str, DataFrame], run_id: str, as_of: dt.date) -> Ingested:
     checked[BRANCHES.name] = checked[BRANCHES.name].transform(
         require_reference("parent_id", checked[BRANCHES.name], "branch_id", "UNKNOWN_REFERENCE")
     )
+    dependent = {LOANS.name, *(c.name for c in LOAN_CHILDREN)}
+    for table in LANDING_TABLES:
+        if table.name not in dependent:
+            finish(table)
     checked[LOANS.name] = (
         checked[LOANS.name]
         .transform(require_reference("branch_id", accepted(BRANCHES), "branch_id", "UNKNOWN_REFERENCE"))
@@ -201,14 +233,13 @@ def ingest(raw: dict[str, DataFrame], run_id: str, as_of: dt.date) -> Ingested:
             add_reason(F.col("closed_date") < F.col("disbursement_date"), "CLOSED_BEFORE_DISBURSEMENT", "closed_date")
         )
     )
-    good_loans = accepted(LOANS).select("loan_id", "disbursement_date")
-    all_loan_ids = checked[LOANS.name].where(F.col("loan_id").isNotNull()).select("loan_id").distinct()
+    loans = finish(LOANS)
+    good_loans = _accepted(loans, LOANS).select(F.col("loan_id").alias("_good"), "disbursement_date")
+    delivered = loans.where(F.col("loan_id").isNotNull()).select(F.col("loan_id").alias("_seen")).distinct()
     for child in LOAN_CHILDREN:
         frame = checked[child.name]
-        known = good_loans.select(F.col("loan_id").alias("_good"), "disbursement_date")
-        delivered = all_loan_ids.select(F.col("loan_id").alias("_seen"))
         frame = (
-            frame.join(known, frame["loan_id"] == known["_good"], "left")
+            frame.join(good_loans, frame["loan_id"] == good_loans["_good"], "left")
             .join(delivered, frame["loan_id"] == delivered["_seen"], "left")
             .transform(
                 add_reason(
@@ -224,14 +255,19 @@ def ingest(raw: dict[str, DataFrame], run_id: str, as_of: dt.date) -> Ingested:
                 add_reason(F.col("due_date") < F.col("disbursement_date"), "DUE_BEFORE_DISBURSEMENT", "due_date")
             )
         checked[child.name] = frame.drop("_good", "_seen", "disbursement_date")
+        finish(child)
+    return Ingested(checked=checked, run_id=run_id, as_of=as_of)
 
-    tables = {t.name: accepted(t) for t in LANDING_TABLES}
-    quarantine = None
-    for table in LANDING_TABLES:
-        rejected = _rejected(checked[table.name], table, run_id, as_of)
-        quarantine = rejected if quarantine is None else quarantine.unionByName(rejected)
-    assert quarantine is not None
-    return Ingested(tables=tables, quarantine=quarantine, checked=checked)
+
+def checked_counts(ingested: Ingested, name: str) -> tuple[int, int]:
+    """(accepted, quarantined) rows of one table, in one pass over its checked rows."""
+    row = (
+        ingested.checked[name]
+        .agg(F.count(F.lit(1)).alias("rows"), F.sum((F.size(ACCEPTED) == 0).cast("long")).alias("accepted"))
+        .first()
+    )
+    rows, accepted = (int(row["rows"]), int(row["accepted"] or 0)) if row else (0, 0)
+    return accepted, rows - accepted
 
 
 def unreconciled(

@@ -109,6 +109,16 @@ def read_landing(spark: SparkSession, landing: Path, table: Table) -> DataFrame:
     return frame.select(*table.names)
 
 
+def count_landing(spark: SparkSession, landing: Path, table: Table, frame: DataFrame) -> int:
+    """Rows delivered, counted independently of validation (Parquet: from the file footers)."""
+    found = find_landing(landing, table)
+    if found is None:
+        return 0
+    if found.fmt == "parquet":
+        return sum(pq.read_metadata(p).num_rows for p in found.files)
+    return frame.count()
+
+
 # --------------------------------------------------------------------------------------------
 # Lake tables
 
@@ -140,7 +150,14 @@ def conform(frame: DataFrame, table: Table) -> DataFrame:
     missing = [c for c in table.names if c not in frame.columns]
     if missing:
         raise ValueError(f"{table.name}: the stage did not produce {', '.join(missing)}")
-    return frame.select(*[F.col(c.name).cast(c.dtype).alias(c.name) for c in table.columns])
+    types = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
+
+    def fit(c: Any) -> Any:
+        # Same type up to nullability of elements (array<string>): nothing to cast.
+        same = types[c.name] == c.dtype.simpleString()
+        return F.col(c.name) if same else F.col(c.name).cast(c.dtype).alias(c.name)
+
+    return frame.select(*[fit(c) for c in table.columns])
 
 
 def table_version(spark: SparkSession, lake: Path, table: Table) -> int:

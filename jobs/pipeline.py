@@ -27,7 +27,7 @@ from jobs import io
 from jobs.classification import classification_changes, classify
 from jobs.config import AppConfig, load_config
 from jobs.delinquency import on_book, with_branch_hierarchy, with_delinquency
-from jobs.ingest import ingest, unreconciled
+from jobs.ingest import checked_counts, ingest, unreconciled
 from jobs.lock import lake_lock
 from jobs.params import params_frame, with_params
 from jobs.stages import Stage, StageContext
@@ -148,13 +148,6 @@ def validate_snapshot(snapshot: DataFrame) -> dict[str, int]:
     return {k: v for k, v in counts.items() if not k.startswith("bad_") and k != "distinct_loans"}
 
 
-def _count_by_source(quarantine: DataFrame) -> dict[str, int]:
-    return {
-        r["source_table"]: int(r["n"])
-        for r in quarantine.groupBy("source_table").agg(F.count("*").alias("n")).collect()
-    }
-
-
 def run_nightly(
     spark: SparkSession,
     config: AppConfig,
@@ -189,20 +182,24 @@ def run_nightly(
         try:
             with report.timed("ingest"):
                 say("ingest: validating landing rows")
-                report.input_rows = {name: frame.count() for name, frame in raw.items()}
-                ingested = ingest(raw, run_id, as_of)
-                tables = {}
-                for name, frame in ingested.tables.items():
+                report.input_rows = {t.name: io.count_landing(spark, landing, t, raw[t.name]) for t in LANDING_TABLES}
+
+                def keep(frame: DataFrame) -> DataFrame:
                     kept = frame.persist(StorageLevel.MEMORY_AND_DISK)
                     cached.append(kept)
-                    tables[name] = kept
-                report.accepted_rows = {name: frame.count() for name, frame in tables.items()}
-                quarantine = ingested.quarantine.persist(StorageLevel.MEMORY_AND_DISK)
-                cached.append(quarantine)
-                report.quarantined_rows = _count_by_source(quarantine)
+                    return kept
+
+                ingested = ingest(raw, run_id, as_of, keep)
+                for table in LANDING_TABLES:
+                    accepted, refused = checked_counts(ingested, table.name)
+                    report.accepted_rows[table.name] = accepted
+                    if refused:
+                        report.quarantined_rows[table.name] = refused
                 broken = unreconciled(report.input_rows, report.accepted_rows, report.quarantined_rows)
                 if broken:
                     raise DataQualityError(f"rows neither accepted nor quarantined in {', '.join(broken)}")
+                tables = ingested.tables
+                quarantine = ingested.quarantine()
 
             with report.timed("delinquency_classification"):
                 say("delinquency and classification")

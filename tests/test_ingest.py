@@ -102,7 +102,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(spark: Spark
     ]
     raw = raw_book(spark, loans=loans, schedule=schedule, repayments=repayments)
     result = ingest(raw, "run-1", AS_OF)
-    got = quarantined(result.quarantine)
+    got = quarantined(result.quarantine())
     assert got == sorted(
         [
             ("loans", "", "NULL_KEY", "NULL_KEY:loan_id"),
@@ -150,7 +150,7 @@ def test_quarantined_personal_data_is_masked(spark: SparkSession) -> None:
         },
     ]
     result = ingest(raw_book(spark, borrowers=borrowers), "run-1", AS_OF)
-    rows = result.quarantine.where("source_table = 'borrowers'").collect()
+    rows = result.quarantine().where("source_table = 'borrowers'").collect()
     assert [r["reason_code"] for r in rows] == ["MISSING_VALUE"]
     record = json.loads(rows[0]["raw_record"])
     assert record == {
