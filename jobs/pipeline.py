@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -120,6 +119,17 @@ def build_snapshot(
     ).withColumn("as_of_date", F.lit(as_of))
 
 
+def settle(frame: DataFrame) -> DataFrame:
+    """Compute a frame once and cut its lineage, so later stages plan against a leaf.
+
+    Without this, each stage re-plans the whole night (ingest, delinquency, classification) and
+    the optimizer's work grows with every join. On a cluster with a checkpoint directory set
+    (`spark.checkpoint.dir`), the reliable checkpoint is used; locally, executor storage.
+    """
+    context = frame.sparkSession.sparkContext
+    return frame.checkpoint() if context.getCheckpointDir() else frame.localCheckpoint()
+
+
 def validate_snapshot(snapshot: DataFrame) -> dict[str, int]:
     """Contract checks on the snapshot before it is published; returns summary counts."""
     checks = snapshot.agg(
@@ -178,18 +188,12 @@ def run_nightly(
             "previous_as_of_date": report.previous_as_of,
         }
         io.append_ledger(spark, lake, {**base_entry, "status": "RUNNING"})
-        cached: list[DataFrame] = []
         try:
             with report.timed("ingest"):
                 say("ingest: validating landing rows")
                 report.input_rows = {t.name: io.count_landing(spark, landing, t, raw[t.name]) for t in LANDING_TABLES}
 
-                def keep(frame: DataFrame) -> DataFrame:
-                    kept = frame.persist(StorageLevel.MEMORY_AND_DISK)
-                    cached.append(kept)
-                    return kept
-
-                ingested = ingest(raw, run_id, as_of, keep)
+                ingested = ingest(raw, run_id, as_of, settle)
                 for table in LANDING_TABLES:
                     accepted, refused = checked_counts(ingested, table.name)
                     report.accepted_rows[table.name] = accepted
@@ -212,12 +216,8 @@ def run_nightly(
                 products = [r["product_code"] for r in tables["products"].collect()]
                 params = params_frame(spark, config, [*tier1, None], products)
                 # Classification reads the delinquency result several times (signals, schedule).
-                delinquent = build_delinquency(as_of, config, tables, params).persist(StorageLevel.MEMORY_AND_DISK)
-                cached.append(delinquent)
-                snapshot = build_snapshot(as_of, config, tables, delinquent, previous_snapshot).persist(
-                    StorageLevel.MEMORY_AND_DISK
-                )
-                cached.append(snapshot)
+                delinquent = settle(build_delinquency(as_of, config, tables, params))
+                snapshot = settle(build_snapshot(as_of, config, tables, delinquent, previous_snapshot))
                 report.summary = validate_snapshot(snapshot)
                 history = snapshot.transform(classification_changes(as_of, report.previous_as_of, previous_snapshot))
 
@@ -244,8 +244,7 @@ def run_nightly(
                     say(f"{stage_name}")
                     produced = stage(context)
                     for table, frame in produced.items():
-                        kept = frame.persist(StorageLevel.MEMORY_AND_DISK)
-                        cached.append(kept)
+                        kept = settle(frame)
                         outputs[table] = kept
                         context.outputs[table.name] = kept
 
@@ -287,9 +286,6 @@ def run_nightly(
                 },
             )
             raise
-        finally:
-            for frame in cached:
-                frame.unpersist()
 
 
 def _previous_rows(spark: SparkSession, lake: Path, previous: io.SucceededRun | None, table: Table) -> DataFrame | None:
