@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from jobs.config import ConfigError, load_config
 
-DEFAULT_CONF = Path(__file__).resolve().parent.parent / "conf"
+# The repository's conf/ when run from a checkout; POSTLOAN_CONF in an image or on a cluster.
+DEFAULT_CONF = Path(os.environ.get("POSTLOAN_CONF", Path(__file__).resolve().parent.parent / "conf"))
 
 
 def _date(text: str) -> dt.date:
