@@ -6,10 +6,12 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 JARS    := jars/lib/.fetched
+# The GraphQL-over-HTTP conformance audit (graphql-http, Node) that the API tests run.
+AUDIT   := api/audit/node_modules/.package-lock.json
 
 .PHONY: setup demo test lint bench clean
 
-setup: $(STAMP) $(JARS)
+setup: $(STAMP) $(JARS) $(AUDIT)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,9 @@ $(JARS): jars/pom.xml
 	mvn --batch-mode --quiet -f jars/pom.xml dependency:copy-dependencies \
 	    -DincludeScope=runtime -DincludeGroupIds=io.delta -DoutputDirectory=lib
 	touch $@
+
+$(AUDIT): api/audit/package-lock.json
+	cd api/audit && npm ci --no-audit --no-fund --silent
 
 demo: setup
 	$(BIN)/postloan demo
@@ -36,4 +41,4 @@ bench: setup
 	$(BIN)/python bench/bench_nightly.py --loans 100000
 
 clean:
-	rm -rf $(VENV) jars/lib demo
+	rm -rf $(VENV) jars/lib api/audit/node_modules demo

@@ -40,12 +40,35 @@ def _parser() -> argparse.ArgumentParser:
     nightly.add_argument("--conf", type=Path, default=DEFAULT_CONF, help="configuration folder")
     nightly.add_argument("--profile", default=None, help="rule profile (overrides conf)")
 
+    backfill = sub.add_parser("backfill", help="rerun the nightly batch for every date of a range, in order")
+    backfill.add_argument("--from", dest="start", type=_date, required=True, help="first business date YYYY-MM-DD")
+    backfill.add_argument("--to", dest="end", type=_date, required=True, help="last business date YYYY-MM-DD")
+    backfill.add_argument("--every", choices=("day", "month-end"), default="day", help="which dates of the range")
+    backfill.add_argument("--landing", type=Path, required=True, help="landing folder (bank extracts)")
+    backfill.add_argument("--lake", type=Path, required=True, help="lake folder (Delta tables)")
+    backfill.add_argument("--conf", type=Path, default=DEFAULT_CONF, help="configuration folder")
+    backfill.add_argument("--profile", default=None, help="rule profile (overrides conf)")
+
     demo = sub.add_parser("demo", help="generate a sample book, run the batch, serve the API")
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="where landing/ and lake/ go")
     demo.add_argument("--loans", type=int, default=20000)
     demo.add_argument("--as-of", type=_date, default=dt.date(2026, 10, 31))
     demo.add_argument("--conf", type=Path, default=DEFAULT_CONF)
     demo.add_argument("--no-serve", action="store_true", help="stop after the batch")
+
+    serve = sub.add_parser("serve", help="serve the lake's GraphQL API (needs POSTLOAN_JWT_SECRET)")
+    serve.add_argument("--lake", type=Path, required=True, help="lake folder (Delta tables)")
+    serve.add_argument("--host", default=None, help="interface to listen on (conf/api.yaml: host)")
+    serve.add_argument("--port", type=int, default=None, help="port (conf/api.yaml: port)")
+    serve.add_argument("--conf", type=Path, default=DEFAULT_CONF, help="configuration folder (api.yaml)")
+    serve.add_argument("--graphiql", action="store_true", default=None, help="serve the GraphiQL IDE on GET")
+
+    token = sub.add_parser("token", help="print a signed API token (needs POSTLOAN_JWT_SECRET)")
+    token.add_argument("--role", choices=("HQ", "BRANCH"), required=True)
+    token.add_argument("--branch", default=None, help="BRANCH: the branch whose subtree the caller sees")
+    token.add_argument("--pii", action="store_true", help="allow unmasked personal data")
+    token.add_argument("--subject", default=None, help="who the token is for (the sub claim)")
+    token.add_argument("--conf", type=Path, default=DEFAULT_CONF, help="configuration folder (api.yaml)")
     return parser
 
 
@@ -65,14 +88,52 @@ def main(argv: Sequence[str] | None = None) -> int:
             from jobs.pipeline import run_nightly_command
 
             return run_nightly_command(args.as_of, args.landing, args.lake, args.conf, args.profile)
+        if args.command == "backfill":
+            from jobs.pipeline import backfill_dates, run_dates_command
+
+            try:
+                dates = backfill_dates(args.start, args.end, args.every)
+            except ValueError as exc:
+                print(f"postloan: {exc}", file=sys.stderr)
+                return 2
+            if not dates:
+                print(f"postloan: no {args.every} date between {args.start} and {args.end}", file=sys.stderr)
+                return 2
+            return run_dates_command(dates, args.landing, args.lake, args.conf, args.profile)
         if args.command == "demo":
             from jobs.pipeline import run_demo
 
             return run_demo(args.dir, args.loans, args.as_of, args.conf, serve=not args.no_serve)
+        if args.command == "serve":
+            from api.server import serve
+
+            return serve(args.lake, args.conf, host=args.host, port=args.port, graphiql=args.graphiql)
+        if args.command == "token":
+            return _token(args.role, args.branch, args.pii, args.subject, args.conf)
     except ConfigError as exc:
         print(f"postloan: configuration refused: {exc}", file=sys.stderr)
         return 2
     return 1
+
+
+def _token(role: str, branch: str | None, pii: bool, subject: str | None, conf: Path) -> int:
+    from api.auth import SecretError, issue_token, secret_from_env
+    from api.settings import load_api_settings
+
+    if role == "BRANCH" and not branch:
+        print("postloan: a BRANCH token needs --branch", file=sys.stderr)
+        return 2
+    if role == "HQ" and branch:
+        print("postloan: an HQ token sees the whole bank; drop --branch", file=sys.stderr)
+        return 2
+    settings = load_api_settings(conf)
+    try:
+        secret = secret_from_env(settings.auth)
+    except SecretError as exc:
+        print(f"postloan: {exc}", file=sys.stderr)
+        return 2
+    print(issue_token(secret, settings.auth, "BRANCH" if role == "BRANCH" else "HQ", branch, pii, subject))
+    return 0
 
 
 if __name__ == "__main__":

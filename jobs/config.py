@@ -328,8 +328,9 @@ def load_config(conf_dir: str | Path, profile: str | None = None) -> AppConfig:
             sections[name] = build(cls, _read_yaml(own_file), own_file)
         else:
             sections[name] = build(cls, raw.get(name, {}) or {}, main_file, name)
+    # The hash names the rules a run applied; the API's own settings (conf/api.yaml) are not rules.
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.yaml")):
+    for path in sorted(p for p in root.rglob("*.yaml") if p.relative_to(root).as_posix() != "api.yaml"):
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
     digest.update(json.dumps({"profile": profile_name}).encode())

@@ -18,8 +18,8 @@ and a task_id names the same obligation on every run.
 Pure, set-based transformations: nothing here reads or writes a table, loops over loans in Python
 or calls a UDF, and the business date is always passed in. Per-loan thresholds are read from the
 resolved parameter columns (`jobs.params.param("inspections", ...)`), so tier-1 branch and product
-overrides take effect. Business days are computed with array functions over a small window of
-days around each date, against the holiday list of the configuration.
+overrides take effect. Business days come from a small calendar frame built from the configured
+holidays (`business_calendar`), broadcast-joined once to the obligations (`with_due_dates`).
 """
 
 from __future__ import annotations
@@ -131,46 +131,44 @@ def _day(day: Column) -> Column:
 # Business days: a small calendar frame built from the configured holidays, joined (broadcast)
 
 
-def business_days(holidays: Sequence[dt.date], start: dt.date, end: dt.date) -> list[dt.date]:
-    """Monday to Friday in [start, end] except the configured holidays (make-up working weekends,
-    調休, are not modelled). Pure configuration arithmetic: a few thousand dates, not per loan."""
-    days_off = set(holidays)
-    count = (end - start).days + 1
-    days = (start + dt.timedelta(days=n) for n in range(count))
-    return [day for day in days if day.weekday() < 5 and day not in days_off]
-
-
 def business_calendar(
     spark: SparkSession, holidays: Sequence[dt.date], as_of: dt.date, years: int = CALENDAR_YEARS
 ) -> DataFrame:
-    """One row per day from `years` before to `years` after the business date.
+    """One row per day from `years` before to `years` after the business date (about 7,700 rows).
 
-    Columns: `day`; `business_day`; `previous_business_day` (the day itself or the last business
-    day before it); `next_business_day` (the day itself or the first after it); `business_days_before`
-    (how many business days fall in the calendar strictly before the day). Outside the calendar a
-    due date is not moved (and a maturity notice has no due date).
+    Columns: `day`; `business_day` (Monday to Friday and not a configured holiday; make-up working
+    weekends, 調休, are not modelled); `previous_business_day` (the day itself or the last business
+    day before it); `next_business_day` (the day itself or the first after it);
+    `business_days_before` (business days in the calendar strictly before the day). Outside the
+    calendar a due date is not moved (and a maturity notice has no due date).
     """
     start = dt.date(as_of.year - years, 1, 1)
     end = dt.date(as_of.year + years, 12, 31)
-    open_days = business_days(holidays, start, end)
-    rows: list[tuple[dt.date, bool, dt.date | None, dt.date | None, int]] = []
-    previous: dt.date | None = None
-    upcoming = iter([*open_days, None])
-    following = next(upcoming)
-    before = 0
-    for n in range((end - start).days + 1):
-        day = start + dt.timedelta(days=n)
-        is_open = following == day
-        if is_open:
-            previous = day
-        rows.append((day, is_open, previous, following, before))
-        if is_open:
-            before += 1
-            following = next(upcoming)
-    schema = (
-        "day date, business_day boolean, previous_business_day date, next_business_day date, business_days_before int"
+    days_off = [F.lit(day) for day in sorted(set(holidays)) if start <= day <= end]
+    off = F.array(*days_off) if days_off else F.array().cast("array<date>")
+    day = F.col("day")
+    # The calendar is small: one ordered window over all of it.
+    ordered = Window.orderBy("day")
+    return (
+        spark.range((end - start).days + 1)
+        .select(F.date_add(F.lit(start), F.col("id").cast("int")).alias("day"))
+        .withColumn("business_day", ~F.dayofweek(day).isin(1, 7) & ~F.array_contains(off, day))
+        .withColumns(
+            {
+                "previous_business_day": F.max(F.when(F.col("business_day"), day)).over(
+                    ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+                ),
+                # Backwards, so that the frame grows (an unbounded-following frame is quadratic).
+                "next_business_day": F.min(F.when(F.col("business_day"), day)).over(
+                    Window.orderBy(day.desc()).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+                ),
+                "business_days_before": F.coalesce(
+                    F.sum(F.col("business_day").cast("int")).over(ordered.rowsBetween(Window.unboundedPreceding, -1)),
+                    F.lit(0),
+                ).cast("int"),
+            }
+        )
     )
-    return spark.createDataFrame(rows, schema)
 
 
 def with_due_dates(calendar: DataFrame) -> Transform:

@@ -13,6 +13,7 @@ denominator (Spark runs with ANSI mode on).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import reduce
@@ -230,7 +231,8 @@ def explode_groups(groupings: Sequence[str], *measures: Column) -> Transform:
     structs = [_group_struct(g) for g in groupings]
 
     def transform(loans: DataFrame) -> DataFrame:
-        return loans.select(F.explode(F.array(*structs)).alias("_g"), *measures).select("_g.*", "*").drop("_g")
+        exploded = loans.select(F.explode(F.array(*structs)).alias("_g"), *measures)
+        return exploded.select("_g.*", *[c for c in exploded.columns if c != "_g"])
 
     return transform
 
@@ -281,9 +283,7 @@ def with_group_labels(branches: DataFrame, products: DataFrame, channels: DataFr
             .when(grouping == "CHANNEL", F.col("_cname"))
             .when(grouping == "OFFICER", F.col("_oname"))
         )
-        return joined.withColumn("group_label", label).drop(
-            "_lb", "_bname", "_lp", "_pname", "_lc", "_cname", "_lo", "_oname"
-        )
+        return joined.select(*[F.col(c) for c in rows.columns if c != "group_label"], label.alias("group_label"))
 
     return transform
 
@@ -325,9 +325,12 @@ def portfolio_metrics(groupings: Sequence[str]) -> Transform:
             _sum_if(F.col("_npl"), bal).alias("npl_balance"),
             *mix,
         )
-        return grouped.withColumn(
-            "overdue_ratio", ratio(F.col("overdue_balance"), F.col("outstanding_balance"))
-        ).withColumn("npl_ratio", ratio(F.col("npl_balance"), F.col("outstanding_balance")))
+        return grouped.withColumns(
+            {
+                "overdue_ratio": ratio(F.col("overdue_balance"), F.col("outstanding_balance")),
+                "npl_ratio": ratio(F.col("npl_balance"), F.col("outstanding_balance")),
+            }
+        )
 
     return transform
 
@@ -378,11 +381,13 @@ def loan_transitions(end: DataFrame, loans: DataFrame, as_of: dt.date) -> Transf
         return (
             s.join(e, "loan_id", "left")
             .join(closed, "loan_id", "left")
-            .withColumn("on_book", on_book)
-            .withColumn("to_class", F.when(on_book, F.col("_end_class")).otherwise(exit_state))
-            .withColumn("to_bucket", F.when(on_book, F.col("_end_bucket")).otherwise(exit_state))
-            .withColumn("end_balance", F.when(on_book, F.col("_end_balance")).otherwise(_zero()))
-            .drop("_end_class", "_end_bucket", "_end_balance", "_status", "_closed")
+            .select(
+                *s.columns,
+                on_book.alias("on_book"),
+                F.when(on_book, F.col("_end_class")).otherwise(exit_state).alias("to_class"),
+                F.when(on_book, F.col("_end_bucket")).otherwise(exit_state).alias("to_bucket"),
+                F.when(on_book, F.col("_end_balance")).otherwise(_zero()).alias("end_balance"),
+            )
         )
 
     return transform
@@ -451,17 +456,16 @@ def migration_rates(
         )
         decrease = F.col("exited_balance") + F.col("repaid_balance")
         moved_amount = F.col("moved_down_balance" if numerator == "PERIOD_START" else "moved_down_end_balance")
-        return (
-            grouped.withColumnRenamed("_from", "from_class")
-            .withColumn("as_of_date", F.lit(as_of))
-            .withColumn("period_type", F.lit(period_type))
-            .withColumn("is_period_end", F.lit(period_end))
-            .withColumn("decrease_balance", decrease)
-            .withColumn("denominator_balance", F.col("start_balance") - decrease)
-            .withColumn(
-                "migration_rate",
-                F.when(F.col("from_class") != "LOSS", ratio(moved_amount, F.col("denominator_balance"))),
-            )
+        denominator = F.col("start_balance") - decrease
+        return grouped.withColumnsRenamed({"_from": "from_class"}).withColumns(
+            {
+                "as_of_date": F.lit(as_of),
+                "period_type": F.lit(period_type),
+                "is_period_end": F.lit(period_end),
+                "decrease_balance": decrease,
+                "denominator_balance": denominator,
+                "migration_rate": F.when(F.col("from_class") != "LOSS", ratio(moved_amount, denominator)),
+            }
         )
 
     return transform
@@ -492,11 +496,13 @@ def roll_rates(as_of: dt.date, groupings: Sequence[str]) -> Transform:
             _sum_if(cured, start).alias("cure_balance"),
             _sum_if(forward, start).alias("roll_forward_balance"),
         )
-        return (
-            grouped.withColumn("as_of_date", F.lit(as_of))
-            .withColumn("is_period_end", F.lit(period_end))
-            .withColumn("cure_rate", ratio(F.col("cure_balance"), F.col("from_balance")))
-            .withColumn("roll_forward_rate", ratio(F.col("roll_forward_balance"), F.col("from_balance")))
+        return grouped.withColumns(
+            {
+                "as_of_date": F.lit(as_of),
+                "is_period_end": F.lit(period_end),
+                "cure_rate": ratio(F.col("cure_balance"), F.col("from_balance")),
+                "roll_forward_rate": ratio(F.col("roll_forward_balance"), F.col("from_balance")),
+            }
         )
 
     return transform
@@ -532,16 +538,16 @@ def delinquency_milestones(
             param("delinquency", "tolerance_amount").cast(MONEY).alias("_tol"),
         )
         by_no = Window.partitionBy("loan_id").orderBy("installment_no")
-        instalments = (
-            schedule.join(keyed, "loan_id")
-            .withColumn(
-                "_cum_due",
-                F.sum(F.col("principal_due") + F.col("interest_due")).over(
-                    by_no.rowsBetween(Window.unboundedPreceding, 0)
-                ),
-            )
-            .withColumn("_theta", (F.col("_cum_due") - F.col("_tol")).cast("decimal(28,2)"))
-            .withColumn("_first_no", F.min("installment_no").over(Window.partitionBy("loan_id")))
+        cum_due = F.sum(F.col("principal_due") + F.col("interest_due")).over(
+            by_no.rowsBetween(Window.unboundedPreceding, 0)
+        )
+        instalments = schedule.join(keyed, "loan_id").select(
+            "loan_id",
+            "installment_no",
+            "due_date",
+            "_closed",
+            (cum_due - F.col("_tol")).cast("decimal(28,2)").alias("_theta"),
+            F.min("installment_no").over(Window.partitionBy("loan_id")).alias("_first_no"),
         )
         null_amount = F.lit(None).cast("decimal(28,2)")
 
@@ -557,25 +563,22 @@ def delinquency_milestones(
 
         first = instalments.where(F.col("installment_no") == F.col("_first_no"))
         events = [threshold_events(name, days, instalments) for name, days in levels.items()]
-        events.append(threshold_events("_fpd", fpd_days + 1, first))
+        events.append(threshold_events("fpd_date", fpd_days + 1, first))
+        running_paid = F.sum("_amount").over(
+            Window.partitionBy("loan_id").orderBy("value_date").rowsBetween(Window.unboundedPreceding, 0)
+        )
         paid_days = (
             repayments.join(keyed.select("loan_id", "_closed"), "loan_id")
             .where(F.col("value_date") <= day)
             .groupBy("loan_id", "_closed", "value_date")
             .agg(F.sum("amount").alias("_amount"))
-            .withColumn(
-                "_paid",
-                F.sum("_amount")
-                .over(Window.partitionBy("loan_id").orderBy("value_date").rowsBetween(Window.unboundedPreceding, 0))
-                .cast("decimal(28,2)"),
-            )
             .select(
                 "loan_id",
                 "_closed",
                 F.col("value_date").alias("_day"),
                 F.lit("_pay").alias("_kind"),
                 null_amount.alias("_theta"),
-                "_paid",
+                running_paid.cast("decimal(28,2)").alias("_paid"),
             )
         )
         events.append(paid_days)
@@ -584,7 +587,7 @@ def delinquency_milestones(
         )
         upto = Window.partitionBy("loan_id").orderBy("_day").rangeBetween(Window.unboundedPreceding, 0)
         paid = F.greatest(F.coalesce(F.last("_paid", ignorenulls=True).over(upto), F.lit(0)), F.lit(0))
-        kinds = [*levels, "_fpd"]
+        kinds = [*levels, "fpd_date"]
         scored = merged.select(
             "loan_id",
             "_day",
@@ -597,11 +600,7 @@ def delinquency_milestones(
             *[F.min(F.when(F.col(f"_hit{i}"), F.col("_day"))).alias(kind) for i, kind in enumerate(kinds)]
         )
         first_due = first.select("loan_id", F.col("due_date").alias("first_due_date"))
-        return (
-            loans.join(first_due, "loan_id", "left")
-            .join(firsts, "loan_id", "left")
-            .withColumnRenamed("_fpd", "fpd_date")
-        )
+        return loans.join(first_due, "loan_id", "left").join(firsts, "loan_id", "left")
 
     return transform
 
@@ -673,11 +672,10 @@ def vintage_curves(as_of: dt.date, max_mob: int, products: DataFrame) -> Transfo
                 *cohort,
                 F.col("_m30").alias("mob"),
                 F.lit(1).alias("_c30"),
-                "_amount",
+                F.col("_amount").alias("_a30"),
                 F.lit(0).alias("_c90"),
                 zero.alias("_a90"),
             )
-            .withColumnRenamed("_amount", "_a30")
             .unionByName(
                 base.where(F.col("_m90").isNotNull()).select(
                     *cohort,
@@ -693,19 +691,23 @@ def vintage_curves(as_of: dt.date, max_mob: int, products: DataFrame) -> Transfo
         )
         running = Window.partitionBy(*cohort).orderBy("mob").rowsBetween(Window.unboundedPreceding, 0)
         names = products.select(F.col("product_code").alias("_lp"), F.col("name").alias("product_name"))
-        curves = grid.join(reached, [*cohort, "mob"], "left")
-        for source, target in (("_c30", "ever_dpd30_count"), ("_c90", "ever_dpd90_count")):
-            curves = curves.withColumn(target, F.sum(F.coalesce(F.col(source), F.lit(0))).over(running).cast("long"))
-        for source, target in (("_a30", "ever_dpd30_amount"), ("_a90", "ever_dpd90_amount")):
-            curves = curves.withColumn(target, F.sum(F.coalesce(F.col(source), zero)).over(running))
-        return (
-            curves.withColumn("as_of_date", F.lit(as_of))
-            .withColumn("ever_dpd30_rate", ratio(F.col("ever_dpd30_amount"), F.col("disbursed_amount")))
-            .withColumn("ever_dpd90_rate", ratio(F.col("ever_dpd90_amount"), F.col("disbursed_amount")))
-            .withColumn("is_complete", F.col("mob") < F.col("_min_mob"))
-            .join(F.broadcast(names), F.col("product_code") == F.col("_lp"), "left")
-            .drop("_lp")
+        amount30 = F.sum(F.coalesce(F.col("_a30"), zero)).over(running)
+        amount90 = F.sum(F.coalesce(F.col("_a90"), zero)).over(running)
+        curves = grid.join(reached, [*cohort, "mob"], "left").select(
+            F.lit(as_of).alias("as_of_date"),
+            *cohort,
+            "mob",
+            "loan_count",
+            "disbursed_amount",
+            F.sum(F.coalesce(F.col("_c30"), F.lit(0))).over(running).cast("long").alias("ever_dpd30_count"),
+            amount30.alias("ever_dpd30_amount"),
+            ratio(amount30, F.col("disbursed_amount")).alias("ever_dpd30_rate"),
+            F.sum(F.coalesce(F.col("_c90"), F.lit(0))).over(running).cast("long").alias("ever_dpd90_count"),
+            amount90.alias("ever_dpd90_amount"),
+            ratio(amount90, F.col("disbursed_amount")).alias("ever_dpd90_rate"),
+            (F.col("mob") < F.col("_min_mob")).alias("is_complete"),
         )
+        return curves.join(F.broadcast(names), F.col("product_code") == F.col("_lp"), "left")
 
     return transform
 
@@ -763,7 +765,7 @@ def kpi_breaches(as_of: dt.date, config: MetricsConfig, roll: DataFrame | None, 
             F.col("_t_tier1").alias("_s_tier1"),
             F.col("_t_limit").alias("_s_limit"),
         )
-        general = targets.where(F.col("_t_tier1").isNull()).drop("_t_tier1")
+        general = targets.where(F.col("_t_tier1").isNull()).select("_t_metric", "_t_grouping", "_t_limit")
         joined = values.join(
             F.broadcast(specific),
             (F.col("metric") == F.col("_s_metric"))
@@ -778,13 +780,17 @@ def kpi_breaches(as_of: dt.date, config: MetricsConfig, roll: DataFrame | None, 
         at_least = F.col("metric") == "M1_CURE_RATE"
         target = F.coalesce(F.col("_s_limit"), F.col("_t_limit"))
         breached = F.when(at_least, F.col("value") < target).otherwise(F.col("value") > target)
-        out = (
-            joined.withColumn("target", target)
-            .withColumn("target_tier1_branch_id", F.when(F.col("_s_limit").isNotNull(), F.col("_s_tier1")))
-            .where(F.coalesce(breached, F.lit(False)))
-            .withColumn("comparison", F.when(at_least, F.lit("AT_LEAST")).otherwise(F.lit("AT_MOST")))
-            .withColumn("gap", F.col("value") - F.col("target"))
-            .withColumn("as_of_date", F.lit(as_of))
+        out = joined.where(F.coalesce(breached, F.lit(False))).select(
+            F.lit(as_of).alias("as_of_date"),
+            *GROUP_COLUMNS,
+            "metric",
+            "value",
+            "base_balance",
+            "period_start_date",
+            target.alias("target"),
+            F.when(F.col("_s_limit").isNotNull(), F.col("_s_tier1")).alias("target_tier1_branch_id"),
+            F.when(at_least, F.lit("AT_LEAST")).otherwise(F.lit("AT_MOST")).alias("comparison"),
+            (F.col("value") - target).alias("gap"),
         )
         if config.exclude_departed_officers:
             departed = officers.where(~F.col("active")).select(F.col("officer_id").alias("_gone"))
@@ -833,25 +839,21 @@ def channel_scorecard(
             )
         )
         amount = F.col("principal").cast(MONEY)
-        originated = (
-            history.where(channel.isNotNull() & (F.col("disbursement_date") >= F.lit(month_start)))
-            .groupBy("channel_id")
-            .agg(F.count(F.lit(1)).alias("originated_count"), F.sum(amount).alias("originated_amount"))
+        this_month = F.col("disbursement_date") >= F.lit(month_start)
+        observable = (F.col("disbursement_date") > F.add_months(day, -config.channel_fpd_lookback_months)) & (
+            F.date_add(F.col("first_due_date"), fpd_days) < day
         )
-        observable = (
-            channel.isNotNull()
-            & (F.col("disbursement_date") > F.add_months(day, -config.channel_fpd_lookback_months))
-            & (F.date_add(F.col("first_due_date"), fpd_days) < day)
-        )
-        fpd = F.col("fpd_date").isNotNull()
-        first_payment = (
-            history.where(observable)
+        defaulted = observable & F.col("fpd_date").isNotNull()
+        originations = (
+            history.where(channel.isNotNull())
             .groupBy("channel_id")
             .agg(
-                F.count(F.lit(1)).alias("fpd_observed_count"),
-                F.sum(amount).alias("fpd_observed_amount"),
-                _count_if(fpd).alias("fpd_count"),
-                _sum_if(fpd, amount).alias("fpd_amount"),
+                _count_if(this_month).alias("originated_count"),
+                _sum_if(this_month, amount).alias("originated_amount"),
+                _count_if(observable).alias("fpd_observed_count"),
+                _sum_if(observable, amount).alias("fpd_observed_amount"),
+                _count_if(defaulted).alias("fpd_count"),
+                _sum_if(defaulted, amount).alias("fpd_amount"),
             )
         )
         managed = channels.select(
@@ -861,21 +863,10 @@ def channel_scorecard(
             "branch_id",
             "manager_officer_id",
         ).transform(with_branch_hierarchy(branches))
-        ids = (
-            channels.select("channel_id")
-            .unionByName(book.select("channel_id"))
-            .unionByName(originated.select("channel_id"))
-            .unionByName(first_payment.select("channel_id"))
-            .distinct()
-        )
-        rows = (
-            ids.join(managed, "channel_id", "left")
-            .join(book, "channel_id", "left")
-            .join(originated, "channel_id", "left")
-            .join(first_payment, "channel_id", "left")
-        )
-        for name in ("loan_count", "originated_count", "fpd_observed_count", "fpd_count"):
-            rows = rows.withColumn(name, F.coalesce(F.col(name), F.lit(0)).cast("long"))
+        # Full outer joins on the key: every channel of the extract or with loans, each input read once.
+        rows = managed.join(book, "channel_id", "full").join(originations, "channel_id", "full")
+        filled = {n: F.coalesce(F.col(n), F.lit(0)).cast("long") for n in ("loan_count", "originated_count")}
+        filled.update({n: F.coalesce(F.col(n), F.lit(0)).cast("long") for n in ("fpd_observed_count", "fpd_count")})
         for name in (
             "outstanding_balance",
             "overdue_balance",
@@ -884,11 +875,14 @@ def channel_scorecard(
             "fpd_observed_amount",
             "fpd_amount",
         ):
-            rows = rows.withColumn(name, F.coalesce(F.col(name), _zero()))
-        rows = (
-            rows.withColumn("overdue_ratio", ratio(F.col("overdue_balance"), F.col("outstanding_balance")))
-            .withColumn("npl_ratio", ratio(F.col("npl_balance"), F.col("outstanding_balance")))
-            .withColumn("fpd_rate", ratio(F.col("fpd_amount"), F.col("fpd_observed_amount")))
+            filled[name] = F.coalesce(F.col(name), _zero())
+        rows = rows.withColumns(filled)
+        rows = rows.withColumns(
+            {
+                "overdue_ratio": ratio(F.col("overdue_balance"), F.col("outstanding_balance")),
+                "npl_ratio": ratio(F.col("npl_balance"), F.col("outstanding_balance")),
+                "fpd_rate": ratio(F.col("fpd_amount"), F.col("fpd_observed_amount")),
+            }
         )
         values = {
             "OVERDUE_RATIO": F.col("overdue_ratio"),
@@ -906,16 +900,16 @@ def channel_scorecard(
         score = F.try_divide(points, weights).try_cast(SCORE)
         rating = F.lit(None).cast("string")
         for band in reversed(config.bands_by_score):
-            rating = F.when(F.col("score") >= F.lit(band.min_score), F.lit(band.rating)).otherwise(rating)
-        return (
-            rows.withColumn("score", score)
-            .withColumn("rating", rating)
-            .withColumn(
-                "flagged_for_exit", F.coalesce(F.col("rating").isin(*config.channel_exit_ratings), F.lit(False))
-            )
-            .withColumn("branch_path", F.coalesce(F.col("branch_path"), F.col("_loans_path")))
-            .withColumn("as_of_date", day)
-            .withColumn("month_start", F.lit(month_start))
+            rating = F.when(score >= F.lit(band.min_score), F.lit(band.rating)).otherwise(rating)
+        return rows.withColumns(
+            {
+                "score": score,
+                "rating": rating,
+                "flagged_for_exit": F.coalesce(rating.isin(*config.channel_exit_ratings), F.lit(False)),
+                "branch_path": F.coalesce(F.col("branch_path"), F.col("_loans_path")),
+                "as_of_date": day,
+                "month_start": F.lit(month_start),
+            }
         )
 
     return transform
@@ -963,10 +957,8 @@ def early_warnings(as_of: dt.date, previous_as_of: dt.date | None, signals: Data
         )
         on_loan = loans.join(raised.where(F.col("_s_loan").isNotNull()), F.col("loan_id") == F.col("_s_loan"))
         on_borrower = loans.join(raised.where(F.col("_s_loan").isNull()), F.col("borrower_id") == F.col("_s_borrower"))
-        new_signals = (
-            on_loan.unionByName(on_borrower)
-            .drop("_s_loan", "_s_borrower")
-            .withColumn("warning_type", F.lit("NEW_SIGNAL"))
+        new_signals = on_loan.unionByName(on_borrower).select(
+            *loans.columns, "signal_id", "detail", "severity", "event_date", F.lit("NEW_SIGNAL").alias("warning_type")
         )
         null_id = F.lit(None).cast("string")
         to_rank = _rank(F.col("risk_class"), RISK_CLASSES)
@@ -993,8 +985,7 @@ def early_warnings(as_of: dt.date, previous_as_of: dt.date | None, signals: Data
         return (
             new_signals.unionByName(downgrades)
             .unionByName(defaults)
-            .withColumn("as_of_date", day)
-            .withColumn("previous_as_of_date", F.lit(previous_as_of).cast("date"))
+            .withColumns({"as_of_date": day, "previous_as_of_date": F.lit(previous_as_of).cast("date")})
         )
 
     return transform
@@ -1022,9 +1013,25 @@ def metrics_config(config: AppConfig) -> MetricsConfig:
     return section
 
 
+# Small dimension tables the stage joins many times (jobs.delinquency.with_branch_hierarchy alone reads
+# branches ten times per use).
+DIMENSIONS: tuple[str, ...] = ("branches", "products", "channels", "officers")
+
+
+def local_copy(frame: DataFrame) -> DataFrame:
+    """The rows of a small table as a local relation: same rows and schema, none of the lineage.
+
+    Every DataFrame call re-analyses the whole plan beneath it, and a landing table's plan carries the
+    whole ingest validation; a plan that embeds it a dozen times can exhaust the driver's memory in
+    analysis alone. One collect of a few hundred rows avoids that.
+    """
+    return frame.sparkSession.createDataFrame(frame.collect(), frame.schema)
+
+
 def build_metrics(ctx: StageContext) -> dict[Table, DataFrame]:
     """All seven metrics tables for ctx.as_of (see the module docstring and docs/metrics.md)."""
     cfg = metrics_config(ctx.config)
+    ctx = dataclasses.replace(ctx, tables={**ctx.tables, **{n: local_copy(ctx.tables[n]) for n in DIMENSIONS}})
     as_of, tables, snapshot = ctx.as_of, ctx.tables, ctx.snapshot
     labels = with_group_labels(tables["branches"], tables["products"], tables["channels"], tables["officers"])
 

@@ -24,18 +24,24 @@ from pyspark.sql import functions as F
 
 from jobs import io
 from jobs.classification import classification_changes, classify
+from jobs.collections import build_collections
 from jobs.config import AppConfig, load_config
 from jobs.delinquency import on_book, with_branch_hierarchy, with_delinquency
 from jobs.ingest import checked_counts, ingest, unreconciled
+from jobs.inspections import build_inspections, inspection_summary
 from jobs.lock import lake_lock
+from jobs.metrics import build_metrics
 from jobs.params import params_frame, with_params
 from jobs.stages import Stage, StageContext
 from schemas.base import Table
+from schemas.inspections import INSPECTION_TASKS, SETTLED_LOANS
 from schemas.lake import BUCKETS, CLASSIFICATION_HISTORY, LOAN_SNAPSHOT, QUARANTINE, RISK_CLASSES
 from schemas.landing import LANDING_TABLES
+from schemas.parties import BORROWERS
 
 # Stages after classification, in order; each returns the lake tables it produces for the date.
-STAGES: tuple[Stage, ...] = ()
+# Collections reads nothing of the inspection stage, but metrics may read every earlier output.
+STAGES: tuple[Stage, ...] = (build_inspections, build_collections, build_metrics)
 
 PACKAGE_VERSION = "0.1.0"
 
@@ -166,8 +172,13 @@ def run_nightly(
     lake: Path,
     run_id: str | None = None,
     progress: Callable[[str], None] | None = None,
+    stages: tuple[Stage, ...] = STAGES,
 ) -> RunReport:
-    """Run the batch for one business date; rerunning a date replaces its rows."""
+    """Run the batch for one business date; rerunning a date replaces its rows.
+
+    `stages` are the stages after classification; the nightly job runs them all (a benchmark may
+    build history with the core alone).
+    """
     say = progress or (lambda _msg: None)
     run_id = run_id or f"{as_of:%Y%m%d}-{uuid.uuid4().hex[:10]}"
     report = RunReport(run_id=run_id, as_of=as_of)
@@ -225,6 +236,8 @@ def run_nightly(
                 QUARANTINE: quarantine,
                 LOAN_SNAPSHOT: snapshot,
                 CLASSIFICATION_HISTORY: history,
+                # Pinned by the ledger like the rest, so the API's borrower lookups match the date.
+                BORROWERS: tables["borrowers"].withColumn("as_of_date", F.lit(as_of)),
             }
             context = StageContext(
                 spark=spark,
@@ -238,7 +251,7 @@ def run_nightly(
                 history=lambda table, start, end: io.history(spark, lake, table, start, end),
                 params=params,
             )
-            for stage in STAGES:
+            for stage in stages:
                 stage_name = getattr(stage, "__name__", "stage").removeprefix("build_")
                 with report.timed(stage_name):
                     say(f"{stage_name}")
@@ -247,6 +260,8 @@ def run_nightly(
                         kept = settle(frame)
                         outputs[table] = kept
                         context.outputs[table.name] = kept
+            if INSPECTION_TASKS in outputs:
+                report.summary.update(inspection_summary(outputs[INSPECTION_TASKS], outputs[SETTLED_LOANS]))
 
             with report.timed("write"):
                 say("write: Delta tables")
@@ -333,24 +348,50 @@ def print_report(report: RunReport, out: Any = None) -> None:
 
 
 def run_nightly_command(as_of: dt.date, landing: Path, lake: Path, conf: Path, profile: str | None) -> int:
-    """`postloan nightly`: exit 0 on success, 3 for unusable input, 4 when locked, 1 otherwise."""
+    """`postloan nightly`: exit 0 on success, 3 for unusable input, 4 when locked, 5 for output out
+    of contract, 1 otherwise."""
+    return run_dates_command([as_of], landing, lake, conf, profile)
+
+
+def backfill_dates(start: dt.date, end: dt.date, every: str) -> list[dt.date]:
+    """The business dates of a backfill, oldest first: every calendar day, or every month-end."""
+    if end < start:
+        raise ValueError(f"--to {end} is before --from {start}")
+    days = [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
+    if every == "month-end":
+        return [d for d in days if (d + dt.timedelta(days=1)).day == 1]
+    if every == "day":
+        return days
+    raise ValueError(f"unknown backfill step {every!r} (day or month-end)")
+
+
+def run_dates_command(dates: list[dt.date], landing: Path, lake: Path, conf: Path, profile: str | None) -> int:
+    """Run the batch for each date in order, in one Spark session, stopping at the first failure.
+
+    Dates run oldest first because each run builds on the last successful one before it
+    (classification upgrades, metrics periods): a backfill is the nightly runs replayed, and gives
+    the same tables they gave. A date after a failure is not run: it would build on a stale state.
+    """
     from jobs.lock import RunLocked
     from jobs.spark import build_session
 
     config = load_config(conf, profile)
     spark = build_session(config.spark)
-    try:
-        report = run_nightly(spark, config, as_of, landing, lake, progress=_progress(as_of))
-    except io.LandingError as exc:
-        print(f"postloan: input refused, nothing written: {exc}", file=sys.stderr)
-        return 3
-    except RunLocked as exc:
-        print(f"postloan: {exc}", file=sys.stderr)
-        return 4
-    except DataQualityError as exc:
-        print(f"postloan: output refused, date not published: {exc}", file=sys.stderr)
-        return 5
-    print_report(report)
+    for n, as_of in enumerate(dates, start=1):
+        if len(dates) > 1:
+            print(f"[{as_of}] date {n} of {len(dates)}", flush=True)
+        try:
+            report = run_nightly(spark, config, as_of, landing, lake, progress=_progress(as_of))
+        except io.LandingError as exc:
+            print(f"postloan: {as_of}: input refused, nothing written: {exc}", file=sys.stderr)
+            return 3
+        except RunLocked as exc:
+            print(f"postloan: {exc}", file=sys.stderr)
+            return 4
+        except DataQualityError as exc:
+            print(f"postloan: {as_of}: output refused, date not published: {exc}", file=sys.stderr)
+            return 5
+        print_report(report)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import shutil
 from decimal import Decimal
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from jobs.config import ConfigError, OverrideRule, load_config
 from jobs.params import resolve
+from jobs.pipeline import backfill_dates
 from schemas.dictionary import render
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,18 +44,54 @@ def test_shipped_configuration_loads_with_both_profiles(conf_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("file", "old", "new", "message"),
     [
-        ("postloan.yaml", "fpd_days: 30", "fpd_days: thirty", r"postloan.yaml: delinquency.fpd_days: expected a whole number"),
-        ("postloan.yaml", "bucket_count: 6", "bucket_count: 6\n  bucket_colour: red", r"delinquency.bucket_colour: unknown key"),
-        ("postloan.yaml", "profile: cbirc_2023", "profile: basel9", r"postloan.yaml: profile: no rule profile 'basel9'"),
-        ("profiles/cbirc_2023.yaml", "dpd_doubtful_above: 270", "dpd_doubtful_above: 80",
-         r"cbirc_2023.yaml: dpd_doubtful_above: must be above dpd_substandard_above \(90\), got 80"),
-        ("profiles/cbirc_2023.yaml", "LITIGATION: SPECIAL_MENTION", "LITIGATION: WORRYING",
-         r"cbirc_2023.yaml: signal_floors.LITIGATION: 'WORRYING' is not one of"),
-        ("profiles/cbirc_2023.yaml", "technical_grace_days: 0", "technical_grace_days: 10",
-         r"technical_grace_days: technical overdue grace is at most 7 days"),
-        ("postloan.yaml", "classification.technical_grace_days: 3", "classification.no_such_key: 3",
-         r"overrides\[0\].set.classification.no_such_key: not an overridable setting"),
-        ("postloan.yaml", "tolerance_amount: 0.00 ", "tolerance_amount: -1 ", r"delinquency.tolerance_amount: expected a non-negative"),
+        (
+            "postloan.yaml",
+            "fpd_days: 30",
+            "fpd_days: thirty",
+            r"postloan.yaml: delinquency.fpd_days: expected a whole number",
+        ),
+        (
+            "postloan.yaml",
+            "bucket_count: 6",
+            "bucket_count: 6\n  bucket_colour: red",
+            r"delinquency.bucket_colour: unknown key",
+        ),
+        (
+            "postloan.yaml",
+            "profile: cbirc_2023",
+            "profile: basel9",
+            r"postloan.yaml: profile: no rule profile 'basel9'",
+        ),
+        (
+            "profiles/cbirc_2023.yaml",
+            "dpd_doubtful_above: 270",
+            "dpd_doubtful_above: 80",
+            r"cbirc_2023.yaml: dpd_doubtful_above: must be above dpd_substandard_above \(90\), got 80",
+        ),
+        (
+            "profiles/cbirc_2023.yaml",
+            "LITIGATION: SPECIAL_MENTION",
+            "LITIGATION: WORRYING",
+            r"cbirc_2023.yaml: signal_floors.LITIGATION: 'WORRYING' is not one of",
+        ),
+        (
+            "profiles/cbirc_2023.yaml",
+            "technical_grace_days: 0",
+            "technical_grace_days: 10",
+            r"technical_grace_days: technical overdue grace is at most 7 days",
+        ),
+        (
+            "postloan.yaml",
+            "classification.technical_grace_days: 3",
+            "classification.no_such_key: 3",
+            r"overrides\[0\].set.classification.no_such_key: not an overridable setting",
+        ),
+        (
+            "postloan.yaml",
+            "tolerance_amount: 0.00 ",
+            "tolerance_amount: -1 ",
+            r"delinquency.tolerance_amount: expected a non-negative",
+        ),
     ],
 )
 def test_bad_configuration_is_refused_with_file_key_and_reason(
@@ -80,7 +118,10 @@ def test_overrides_apply_most_specific_last(conf_dir: Path) -> None:
     )
     rows = resolve(dataclasses.replace(config, overrides=rules), ["T1", "T2", None], ["P1", "P2"])
     got = {
-        (r["tier1_branch_id"], r["product_code"]): (r["classification__technical_grace_days"], r["delinquency__tolerance_amount"])
+        (r["tier1_branch_id"], r["product_code"]): (
+            r["classification__technical_grace_days"],
+            r["delinquency__tolerance_amount"],
+        )
         for r in rows
     }
     base_tolerance = config.delinquency.tolerance_amount
@@ -97,3 +138,33 @@ def test_overrides_apply_most_specific_last(conf_dir: Path) -> None:
 def test_data_dictionary_in_docs_matches_the_contracts() -> None:
     committed = (REPO / "docs" / "data-dictionary.md").read_text(encoding="utf-8")
     assert committed == render(), "regenerate: .venv/bin/python -m schemas.dictionary > docs/data-dictionary.md"
+
+
+def test_backfill_dates_are_every_day_or_every_month_end_of_the_range_oldest_first() -> None:
+    # 2028 is a leap year: February ends on the 29th.
+    assert backfill_dates(dt.date(2028, 1, 30), dt.date(2028, 3, 31), "month-end") == [
+        dt.date(2028, 1, 31),
+        dt.date(2028, 2, 29),
+        dt.date(2028, 3, 31),
+    ]
+    assert backfill_dates(dt.date(2026, 2, 27), dt.date(2026, 3, 2), "day") == [
+        dt.date(2026, 2, 27),
+        dt.date(2026, 2, 28),
+        dt.date(2026, 3, 1),
+        dt.date(2026, 3, 2),
+    ]
+    assert backfill_dates(dt.date(2026, 3, 1), dt.date(2026, 3, 30), "month-end") == []
+    assert backfill_dates(dt.date(2026, 3, 31), dt.date(2026, 3, 31), "month-end") == [dt.date(2026, 3, 31)]
+    with pytest.raises(ValueError, match="before --from"):
+        backfill_dates(dt.date(2026, 3, 2), dt.date(2026, 3, 1), "day")
+
+
+def test_configuration_hash_names_the_rules_not_the_api_settings(conf_copy: Path) -> None:
+    conf = conf_copy
+    before = load_config(conf).source_hash
+    api = conf / "api.yaml"
+    api.write_text(api.read_text(encoding="utf-8") + "\n# a new port does not change a run's rules\n", "utf-8")
+    assert load_config(conf).source_hash == before
+    rules = conf / "inspections.yaml"
+    rules.write_text(rules.read_text(encoding="utf-8") + "\n# any edit of a rules file does\n", "utf-8")
+    assert load_config(conf).source_hash != before

@@ -1,0 +1,358 @@
+"""The lake reader: which runs are served, and each run's tables pinned at the versions it wrote.
+
+The run ledger is the only source of truth. A business date is served by its latest SUCCEEDED
+run (a rerun replaces it; a FAILED or RUNNING run is never served), and every table of that date
+is read at the Delta version the run recorded in `table_versions`, so one answer never mixes
+tables of different runs, even while the batch is writing the next date.
+
+A `Catalog` is an immutable view of the ledger. Each request pins the catalog current when it
+starts; a poller (`refresh`, run in a worker thread) builds the next catalog when the ledger's
+Delta version moves, loads the newest date's tables into memory first, and only then swaps the
+reference: requests in flight finish on the old catalog and its data, new ones see the new run,
+and nothing is restarted. Older dates are loaded on first use and kept in a small LRU.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import datetime as dt
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+
+from api.frames import Keys, arrow_schema, column
+from api.settings import LakeSettings
+from api.store import LRU, LoanBook
+from schemas.base import Table
+from schemas.lake import CLASSIFICATION_HISTORY, LOAN_SNAPSHOT, QUARANTINE, RUN_LEDGER
+from schemas.parties import BORROWERS
+
+log = logging.getLogger("postloan.api.lake")
+V = TypeVar("V")
+
+
+class NotServed(LookupError):
+    """No SUCCEEDED run serves the requested business date (or no run at all yet)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    as_of_date: dt.date
+    status: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    table_versions: Mapping[str, int]
+    error: str | None
+    previous_as_of_date: dt.date | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Identifies the data of the run (a rerun of a date has another key)."""
+        return (self.run_id, self.as_of_date.isoformat())
+
+
+@dataclass(frozen=True)
+class Catalog:
+    ledger_version: int
+    runs: tuple[Run, ...] = ()  # every run in its latest state, newest start first
+    served: Mapping[dt.date, Run] = field(default_factory=dict)
+    # The newest date's data, loaded before the catalog was published: a request pinned to this
+    # catalog keeps it even after the reader has moved on (and evicted it).
+    loaded: Mapping[tuple[str, str], concurrent.futures.Future[DateData]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @property
+    def latest_date(self) -> dt.date | None:
+        return max(self.served) if self.served else None
+
+    @property
+    def dates(self) -> tuple[dt.date, ...]:
+        return tuple(sorted(self.served))
+
+    def run_for(self, as_of: dt.date | None) -> Run:
+        if not self.served:
+            raise NotServed("no successful nightly run in the lake yet")
+        day = as_of or max(self.served)
+        run = self.served.get(day)
+        if run is None:
+            known = ", ".join(d.isoformat() for d in self.dates[-5:])
+            raise NotServed(f"no successful run for business date {day.isoformat()} (latest dates: {known})")
+        return run
+
+    def run_by_id(self, run_id: str) -> Run | None:
+        for run in self.runs:
+            if run.run_id == run_id:
+                return run
+        return None
+
+
+_STATUS_RANK = {"RUNNING": 0, "FAILED": 1, "SUCCEEDED": 1}
+
+
+def build_catalog(ledger_version: int, rows: list[dict[str, Any]]) -> Catalog:
+    """Fold the ledger's state rows into runs; pick the serving run of each date."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        held = latest.get(row["run_id"])
+        if held is None or _STATUS_RANK.get(row["status"], 0) >= _STATUS_RANK.get(held["status"], 0):
+            latest[row["run_id"]] = row
+    runs: list[Run] = []
+    for row in latest.values():
+        runs.append(
+            Run(
+                run_id=row["run_id"],
+                as_of_date=row["as_of_date"],
+                status=row["status"],
+                started_at=row["started_at"],
+                finished_at=row.get("finished_at"),
+                table_versions={str(k): int(v) for k, v in (row.get("table_versions") or [])},
+                error=row.get("error"),
+                previous_as_of_date=row.get("previous_as_of_date"),
+            )
+        )
+    runs.sort(key=lambda r: (r.started_at, r.run_id), reverse=True)
+    served: dict[dt.date, Run] = {}
+    for run in runs:
+        if run.status != "SUCCEEDED":
+            continue
+        incumbent = served.get(run.as_of_date)
+        finished = run.finished_at or run.started_at
+        if incumbent is None or finished > (incumbent.finished_at or incumbent.started_at):
+            served[run.as_of_date] = run
+    return Catalog(ledger_version=ledger_version, runs=tuple(runs), served=served)
+
+
+class TableData:
+    """One lake table's rows for a date, sorted by the table key (the keyset order of its list)."""
+
+    def __init__(self, table: Table, rows: pa.Table, order: tuple[str, ...]) -> None:
+        self.contract = table
+        self.order = order
+        if rows.num_rows and order:
+            # The key as one string (numbers zero-padded so they sort as numbers), built by Polars;
+            # then Arrow sorts the rows by it, keeping the lake's Arrow types.
+            frame = pl.from_arrow(rows.select(list(order)))
+            assert isinstance(frame, pl.DataFrame)
+            parts = []
+            for c in order:
+                text = pl.col(c).cast(pl.String)
+                if pa.types.is_integer(rows.schema.field(c).type):
+                    text = text.str.zfill(20)  # counts and MOBs are never negative
+                parts.append(text.fill_null(""))
+            key = frame.select(pl.concat_str(parts, separator="\x1f").alias("_key"))["_key"].to_arrow()
+            key = key.cast(pa.string())
+            rows = rows.append_column("_key", key)
+            rows = rows.take(pc.sort_indices(key))
+        else:
+            rows = rows.append_column("_key", pa.array([""] * rows.num_rows, pa.string()))
+        self.rows: pa.Table = rows.combine_chunks()
+        self.n = self.rows.num_rows
+        self.keys = Keys(column(self.rows, "_key"))
+        self._encoded: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def encoded(self, name: str) -> Any:
+        """Dictionary codes (strings) or branch-path levels of a column, built on first use."""
+        from api.frames import BranchPaths, Codes
+
+        with self._lock:
+            if name not in self._encoded:
+                values = column(self.rows, name)
+                self._encoded[name] = BranchPaths(values) if name == "branch_path" else Codes.encode(values)
+            return self._encoded[name]
+
+
+class DateData:
+    """A served run's data for its business date: the loan book (loaded eagerly) and the other
+    tables (loaded on first use, each once)."""
+
+    def __init__(self, reader: LakeReader, run: Run) -> None:
+        self.reader = reader
+        self.run = run
+        snapshot = reader.read(LOAN_SNAPSHOT, run)
+        self.loans = LoanBook(snapshot if snapshot is not None else arrow_schema(LOAN_SNAPSHOT).empty_table())
+        borrowers = reader.read(BORROWERS, run)
+        self.borrowers = TableData(BORROWERS, borrowers, ("borrower_id",)) if borrowers is not None else None
+        # each loan's borrower row (keyset order), joined once here instead of per request
+        self.borrower_index = np.full(self.loans.n, -1, dtype=np.int64)
+        if self.borrowers is not None and self.borrowers.n and self.loans.n:
+            ids = column(self.loans.table, "borrower_id").take(pa.array(self.loans.order))
+            found = pc.index_in(ids, value_set=column(self.borrowers.rows, "borrower_id"))
+            self.borrower_index = np.asarray(found.fill_null(-1), dtype=np.int64)
+        self._tables: dict[str, concurrent.futures.Future[TableData | None]] = {}
+        self._lock = threading.Lock()
+        self._cache: LRU[Hashable, Any] = LRU(512)
+
+    def borrower_rows(self, positions: Sequence[int]) -> list[dict[str, Any] | None]:
+        """The borrowers of the loans at keyset positions (None where there is none)."""
+        index = self.borrower_index[np.asarray(positions, dtype=np.int64)]
+        if self.borrowers is None or not (index >= 0).any():
+            return [None] * len(index)
+        taken = self.borrowers.rows.take(pa.array(np.where(index >= 0, index, 0))).to_pylist()
+        return [row if i >= 0 else None for row, i in zip(taken, index, strict=True)]
+
+    def cached(self, key: Hashable, make: Callable[[], V]) -> V:
+        """Answers built from this date's data, kept while the date is resident (they never change)."""
+        value: V = self._cache.get_or_make(key, make)
+        return value
+
+    def table(self, contract: Table, order: tuple[str, ...]) -> concurrent.futures.Future[TableData | None]:
+        """The table's rows for the date (None when the run did not produce it)."""
+        with self._lock:
+            future = self._tables.get(contract.name)
+            if future is None:
+                future = self.reader.submit(self._load_table, contract, order)
+                self._tables[contract.name] = future
+        return future
+
+    def _load_table(self, contract: Table, order: tuple[str, ...]) -> TableData | None:
+        rows = self.reader.read(contract, self.run)
+        return None if rows is None else TableData(contract, rows, order)
+
+
+class LakeReader:
+    """Serves the lake's SUCCEEDED runs; see the module docstring for pinning and swapping."""
+
+    def __init__(self, lake: Path, settings: LakeSettings) -> None:
+        self.lake = Path(lake)
+        self.settings = settings
+        self._catalog = Catalog(ledger_version=-1)
+        self._resident: OrderedDict[tuple[str, str], concurrent.futures.Future[DateData]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lake-load")
+        self.loads = 0  # dates loaded so far (observability and tests)
+
+    # ------------------------------------------------------------------------------------------
+    def catalog(self) -> Catalog:
+        """The current catalog; a request keeps the one it started with."""
+        return self._catalog
+
+    def refresh(self) -> bool:
+        """Pick up ledger changes; load the newest date's run before publishing. True if swapped."""
+        with self._refresh_lock:
+            ledger_path = self.lake / RUN_LEDGER.name
+            if not (ledger_path / "_delta_log").is_dir():
+                return False
+            ledger = DeltaTable(ledger_path)
+            version = ledger.version()
+            if version == self._catalog.ledger_version:
+                return False
+            catalog = build_catalog(version, ledger.to_pyarrow_table().to_pylist())
+            if catalog.latest_date is not None:
+                newest = catalog.served[catalog.latest_date]
+                future = self.date_data(newest)
+                future.result()  # load before publishing; a failure keeps the previous catalog
+                catalog = replace(catalog, loaded={newest.key: future})
+            previous = self._catalog
+            self._catalog = catalog
+            self._evict()
+            if catalog.served != previous.served:
+                log.info(
+                    "serving %d business dates, latest %s (run %s)",
+                    len(catalog.served),
+                    catalog.latest_date,
+                    catalog.served[catalog.latest_date].run_id if catalog.latest_date else "-",
+                )
+            return True
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def submit(self, fn: Any, *args: Any) -> concurrent.futures.Future[Any]:
+        return self._pool.submit(fn, *args)
+
+    # ------------------------------------------------------------------------------------------
+    def date_data(self, run: Run) -> concurrent.futures.Future[DateData]:
+        """The run's date data, loading it once (concurrent callers share the load)."""
+        with self._lock:
+            future = self._resident.get(run.key)
+            if future is not None and not (future.done() and future.exception() is not None):
+                self._resident.move_to_end(run.key)
+                return future
+            future = self._pool.submit(self._load, run)
+            self._resident[run.key] = future
+        return future
+
+    def peek(self, run: Run) -> concurrent.futures.Future[DateData] | None:
+        """The run's date data if it is resident or loading (never starts a load)."""
+        with self._lock:
+            return self._resident.get(run.key)
+
+    def _load(self, run: Run) -> DateData:
+        data = DateData(self, run)
+        self.loads += 1
+        self._evict()
+        return data
+
+    def _evict(self) -> None:
+        """Keep at most `resident_dates` dates in memory, never the newest served run."""
+        with self._lock:
+            keep = self._catalog.served.get(self._catalog.latest_date) if self._catalog.latest_date else None
+            served_keys = {r.key for r in self._catalog.served.values()}
+            for key in list(self._resident):
+                if key not in served_keys and self._catalog.ledger_version >= 0 and self._resident[key].done():
+                    del self._resident[key]  # replaced by a rerun
+            while len(self._resident) > self.settings.resident_dates:
+                victim = next((k for k in self._resident if keep is None or k != keep.key), None)
+                if victim is None:
+                    break
+                del self._resident[victim]
+
+    def resident(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._resident)
+
+    # ------------------------------------------------------------------------------------------
+    def read(self, contract: Table, run: Run, filters: list[tuple[str, str, Any]] | None = None) -> pa.Table | None:
+        """A table's rows for the run's date, at the version the run wrote (None if it has none)."""
+        path = self.lake / contract.name
+        if not (path / "_delta_log").is_dir():
+            return None
+        version = run.table_versions.get(contract.name)
+        if version is None:
+            return None
+        table = DeltaTable(path, version=version)
+        partitions = (
+            [("as_of_date", "=", run.as_of_date.isoformat())] if "as_of_date" in contract.partition_by else None
+        )
+        rows = table.to_pyarrow_table(partitions=partitions, filters=filters or None)
+        return normalise(rows, contract)
+
+    def scan_loan(self, contract: Table, run: Run, loan_id: str) -> pa.Table | None:
+        """One loan's rows of a table for the run's date, without loading the whole date."""
+        return self.read(contract, run, filters=[("loan_id", "=", loan_id)])
+
+
+def normalise(rows: pa.Table, contract: Table) -> pa.Table:
+    """Plain Arrow types (delta-rs may hand out views or large types) in contract column order."""
+    wanted = arrow_schema(contract)
+    columns = []
+    for f in wanted:
+        if f.name not in rows.column_names:
+            columns.append(pa.nulls(rows.num_rows, f.type))
+            continue
+        col = rows.column(f.name)
+        if col.type != f.type:
+            # e.g. a timestamp without time zone: keep what delta-rs gave
+            with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                col = col.cast(f.type)
+        columns.append(col)
+    return pa.Table.from_arrays(columns, names=[f.name for f in wanted])
+
+
+# Kept together so the schema module can name what a run's tables are.
+CORE_TABLES: tuple[Table, ...] = (LOAN_SNAPSHOT, CLASSIFICATION_HISTORY, QUARANTINE)

@@ -1,0 +1,502 @@
+"""The HTTP server: strawberry's GraphQL view on Starlette, served by uvicorn.
+
+- Every GraphQL request needs `Authorization: Bearer <JWT>`; without a valid one the answer is
+  HTTP 401 with a GraphQL error body and no data. The GraphiQL page itself (when configured) is
+  static and needs no token: the token goes in its headers pane.
+- GraphQL over HTTP: `application/json` and `application/graphql-response+json` are both served
+  (content negotiation on Accept); with the latter, a request error (unparsable or invalid
+  document, bad variables) is HTTP 400 without a `data` entry, as the spec asks.
+- Limits: request body size here; depth, tokens and aliases as validation; page sizes in the
+  resolvers; the per-request time budget both in resolvers and around execution.
+- The lake is polled in the background; a new SUCCEEDED run is loaded and swapped in without a
+  restart (api/lake.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import uvicorn
+from cross_web import HTTPException
+from graphql import GraphQLError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+
+from api.auth import AuthError, Caller, issue_token, secret_from_env
+from api.context import Context
+from api.cursor import CursorCodec
+from api.lake import LakeReader
+from api.schema import build_schema
+from api.settings import ApiSettings, load_api_settings
+
+log = logging.getLogger("postloan.api")
+
+JSON = "application/json"
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+def negotiate(accept: str | None) -> str:
+    """The response media type for an Accept header (application/json when unspecified)."""
+    if not accept:
+        return JSON
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate(accept.split(",")):
+        fields = [f.strip() for f in part.split(";")]
+        media, q = fields[0].lower(), 1.0
+        for param in fields[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                with contextlib.suppress(ValueError):
+                    q = float(value)
+        if media in (GRAPHQL_RESPONSE, JSON, "*/*", "application/*") and q > 0:
+            ranked.append((-q, position, media))
+    if not ranked:
+        return JSON
+    best = sorted(ranked)[0][2]
+    return GRAPHQL_RESPONSE if best == GRAPHQL_RESPONSE else JSON
+
+
+def error_body(message: str, code: str) -> bytes:
+    return json.dumps({"errors": [{"message": message, "extensions": {"code": code}}]}).encode("utf-8")
+
+
+class BodyLimit:
+    """Refuses request bodies over the configured size (413) before the view reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        body = error_body(f"request body over {self.max_bytes} bytes", "PAYLOAD_TOO_LARGE")
+        response = Response(body, status_code=413, media_type=JSON)
+        await response(scope, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+_ENCODED = "\x00encoded"
+
+
+class ResponseCache:
+    """Encoded answers of successful requests, keyed by (ledger version, caller, query, variables).
+
+    A run's data never changes once loaded, and the catalog a request pins changes whenever the
+    ledger does, so an identical request from an identical caller on the same catalog has an
+    identical answer. The caller (role, branch, pii, subject) is part of the key: row-level
+    security and masking are never shared between callers. Bounded in bytes; LRU.
+    """
+
+    def __init__(self, max_bytes: int, max_entry_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self._items: OrderedDict[Hashable, str] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, context: Context, data: Any) -> Hashable | None:
+        if self.max_bytes <= 0 or not isinstance(data.query, str):
+            return None
+        try:
+            variables = json.dumps(data.variables, sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return None
+        return (context.catalog.ledger_version, context.caller, data.query, variables, data.operation_name)
+
+    def get(self, key: Hashable) -> str | None:
+        body = self._items.get(key)
+        if body is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return body
+
+    def put(self, key: Hashable, body: str) -> None:
+        size = len(body)
+        if size > self.max_entry_bytes or key in self._items:
+            return
+        self._items[key] = body
+        self._bytes += size
+        while self._bytes > self.max_bytes and self._items:
+            _, dropped = self._items.popitem(last=False)
+            self._bytes -= len(dropped)
+
+
+class PostloanGraphQL(GraphQL):  # type: ignore[type-arg]
+    """strawberry's ASGI view with authentication, content negotiation and the time budget."""
+
+    def __init__(self, state: ServerState) -> None:
+        super().__init__(
+            state.schema,
+            graphql_ide="graphiql" if state.settings.graphiql else None,
+            allow_queries_via_get=True,
+            multipart_uploads_enabled=False,
+        )
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            response: Response = Response("GraphQL over HTTP only", status_code=404)
+            await response(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        media = negotiate(request.headers.get("accept"))
+        try:
+            response = await self.run(request)
+        except HTTPException as e:
+            headers = {"WWW-Authenticate": 'Bearer realm="postloan"'} if e.status_code == 401 else {}
+            if e.status_code == 405:
+                headers["Allow"] = "GET, POST"
+            code = {401: "UNAUTHENTICATED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(
+                e.status_code, "BAD_REQUEST"
+            )
+            response = Response(
+                error_body(e.reason, code),
+                status_code=e.status_code,
+                media_type=f"{media}; charset=utf-8",
+                headers=headers,
+            )
+        await response(scope, receive, send)
+
+    # -- context: who is calling, and which catalog answers ------------------------------------
+    async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
+        caller = self._authenticate(request)
+        response.media_type = negotiate(request.headers.get("accept"))
+        request.state.sub_response = response
+        settings = self.state.settings
+        return Context(
+            caller=caller,
+            catalog=self.state.reader.catalog(),
+            reader=self.state.reader,
+            settings=settings,
+            codec=self.state.codec,
+            deadline=time.monotonic() + settings.limits.time_budget_ms / 1000.0,
+            request=request,
+            response=response,
+        )
+
+    def _authenticate(self, request: Request) -> Caller:
+        if self._is_ide_page(request):
+            return Caller(subject="graphiql-page", role="BRANCH", branch_id="\x00none", pii=False)
+        try:
+            return self.state.authenticate(request.headers.get("authorization"))
+        except AuthError as exc:
+            raise HTTPException(401, str(exc)) from None
+
+    def _is_ide_page(self, request: Request) -> bool:
+        return (
+            self.graphql_ide is not None
+            and request.method == "GET"
+            and "text/html" in request.headers.get("accept", "")
+            and "query" not in request.query_params
+        )
+
+    # -- execution within the time budget --------------------------------------------------------
+    async def execute_single(  # type: ignore[override]
+        self,
+        request: Any,
+        request_adapter: Any,
+        sub_response: Any,
+        context: Any,
+        root_value: Any,
+        request_data: Any,
+    ) -> ExecutionResult:
+        cache = self.state.cache
+        key = cache.key(context, request_data)
+        if key is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                request.state.encoded = hit
+                return ExecutionResult(data=None, errors=None)
+            request.state.cache_key = key
+        remaining = max(context.deadline - time.monotonic(), 0.001)
+        try:
+            return await asyncio.wait_for(
+                super().execute_single(
+                    request=request,
+                    request_adapter=request_adapter,
+                    sub_response=sub_response,
+                    context=context,
+                    root_value=root_value,
+                    request_data=request_data,
+                ),
+                timeout=remaining,
+            )
+        except TimeoutError:
+            budget = self.state.settings.limits.time_budget_ms
+            error = GraphQLError(
+                f"the request used up its time budget of {budget} ms", extensions={"code": "TIME_BUDGET_EXCEEDED"}
+            )
+            return ExecutionResult(data=None, errors=[error])
+
+    # -- responses -------------------------------------------------------------------------------
+    async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
+        cached = getattr(request.state, "encoded", None)
+        if cached is not None:
+            return cast(GraphQLHTTPResponse, {_ENCODED: cached})
+        errors = result.errors or []
+        body: GraphQLHTTPResponse = {}
+        request_error = (
+            result.data is None
+            and bool(errors)
+            and all(e.path is None and (e.extensions or {}).get("code") != "TIME_BUDGET_EXCEEDED" for e in errors)
+        )
+        if not request_error:
+            body["data"] = result.data
+        if errors:
+            body["errors"] = [e.formatted for e in errors]
+        if result.extensions:
+            body["extensions"] = result.extensions
+        sub_response = getattr(request.state, "sub_response", None)
+        if request_error and sub_response is not None and sub_response.media_type == GRAPHQL_RESPONSE:
+            sub_response.status_code = 400
+        key = getattr(request.state, "cache_key", None)
+        if key is not None and not errors and not result.extensions:
+            encoded = self.encode_json(body)
+            self.state.cache.put(key, encoded)
+            return cast(GraphQLHTTPResponse, {_ENCODED: encoded})
+        return body
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        media = getattr(sub_response, "media_type", None) or JSON
+        encoded = response_data.get(_ENCODED) if isinstance(response_data, dict) else None
+        response = Response(
+            encoded if encoded is not None else self.encode_json(response_data),
+            status_code=sub_response.status_code or 200,
+            media_type=f"{media}; charset=utf-8",
+        )
+        response.headers.raw.extend(sub_response.headers.raw)
+        return response
+
+    def encode_json(self, data: object) -> str:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+class ServerState:
+    """What the app holds for its lifetime: settings, secret, reader, schema, cursor codec."""
+
+    def __init__(self, lake: Path, settings: ApiSettings, secret: bytes) -> None:
+        self.lake = Path(lake)
+        self.settings = settings
+        self.secret = secret
+        self.reader = LakeReader(self.lake, settings.lake)
+        self.codec = CursorCodec(secret)
+        self.schema = build_schema(settings)
+        self.cache = ResponseCache(settings.response_cache_mb * 2**20, max_entry_bytes=2**20)
+
+    def authenticate(self, header: str | None) -> Caller:
+        from api.auth import caller_from_header
+
+        return caller_from_header(header, self.secret, self.settings.auth)
+
+
+def create_app(lake: Path, settings: ApiSettings, secret: bytes, poll: bool = True) -> Starlette:
+    """The ASGI app. The first refresh runs before it accepts requests; then a poller follows the ledger."""
+    state = ServerState(lake, settings, secret)
+    view = PostloanGraphQL(state)
+
+    async def health(request: Request) -> JSONResponse:
+        catalog = state.reader.catalog()
+        latest = catalog.latest_date
+        return JSONResponse(
+            {
+                "status": "ok" if latest else "no-data",
+                "latestBusinessDate": latest.isoformat() if latest else None,
+                "businessDates": len(catalog.served),
+            }
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(_refresh_logged, state.reader)
+        task = asyncio.create_task(_poll(state)) if poll else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            state.reader.close()
+
+    app = Starlette(
+        routes=[Route(settings.path, view, methods=["GET", "POST"]), Route("/healthz", health, methods=["GET"])],
+        lifespan=lifespan,
+    )
+    app.state.postloan = state
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
+    return app
+
+
+def _refresh_logged(reader: LakeReader) -> None:
+    try:
+        reader.refresh()
+    except Exception as exc:  # keep serving what we have; say why without data
+        log.error("lake refresh failed, still serving the previous run: %s: %s", type(exc).__name__, exc)
+
+
+async def _poll(state: ServerState) -> None:
+    while True:
+        await asyncio.sleep(state.settings.lake.poll_seconds)
+        await anyio.to_thread.run_sync(_refresh_logged, state.reader)
+
+
+def _uvicorn_config(app: ASGIApp, settings: ApiSettings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=settings.access_log,
+        log_level="info",
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def serve(
+    lake: Path,
+    conf: Path,
+    host: str | None = None,
+    port: int | None = None,
+    graphiql: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """`postloan serve`: serve the lake until interrupted (exit 0), 2 for bad settings or secret."""
+    from api.auth import SecretError
+    from jobs.config import ConfigError
+
+    try:
+        settings = load_api_settings(conf)
+        secret = secret_from_env(settings.auth, dict(environ) if environ is not None else None)
+    except (ConfigError, SecretError) as exc:
+        print(f"postloan: {exc}", file=sys.stderr)
+        return 2
+    settings = replace(
+        settings,
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        graphiql=settings.graphiql if graphiql is None else graphiql,
+    )
+    if not (Path(lake) / "run_ledger" / "_delta_log").is_dir():
+        print(f"postloan: {lake} has no run ledger yet; serving it anyway (no data until a run succeeds)")
+    _configure_logging()
+    _run(Path(lake), Path(conf), settings, secret)
+    return 0
+
+
+def _run(lake: Path, conf: Path, settings: ApiSettings, secret: bytes) -> None:
+    if settings.workers == 1:
+        uvicorn.Server(_uvicorn_config(create_app(lake, settings, secret), settings)).run()
+        return
+    # Several processes: uvicorn imports the app factory in each; it finds its settings here.
+    os.environ[_ENV_LAKE] = str(lake.resolve())
+    os.environ[_ENV_CONF] = str(conf.resolve())
+    os.environ[_ENV_OVERRIDES] = json.dumps(
+        {"host": settings.host, "port": settings.port, "graphiql": settings.graphiql}
+    )
+    uvicorn.run(
+        "api.server:app_from_env",
+        factory=True,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+        access_log=settings.access_log,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+_ENV_LAKE = "POSTLOAN_API_LAKE"
+_ENV_CONF = "POSTLOAN_API_CONF"
+_ENV_OVERRIDES = "POSTLOAN_API_OVERRIDES"
+
+
+def app_from_env() -> Starlette:
+    """App factory of a worker process (`workers` > 1)."""
+    settings = load_api_settings(Path(os.environ[_ENV_CONF]))
+    overrides = json.loads(os.environ.get(_ENV_OVERRIDES, "{}"))
+    settings = replace(settings, **overrides)
+    return create_app(Path(os.environ[_ENV_LAKE]), settings, secret_from_env(settings.auth))
+
+
+def serve_demo(lake: Path, conf: Path) -> int:
+    """End of `postloan demo`: serve the demo lake with GraphiQL on, and print the URL and a token."""
+    from api.auth import MIN_SECRET_BYTES
+    from jobs.config import ConfigError
+
+    try:
+        settings = replace(load_api_settings(conf), graphiql=True)
+    except ConfigError as exc:
+        print(f"postloan: {exc}", file=sys.stderr)
+        return 2
+    environ = dict(os.environ)
+    value = environ.get(settings.auth.secret_env, "")
+    if len(value.encode("utf-8")) < MIN_SECRET_BYTES:
+        # A throwaway secret for this demo process only; set the variable to mint more tokens.
+        environ[settings.auth.secret_env] = secrets.token_urlsafe(48)
+    secret = secret_from_env(settings.auth, environ)
+    token = issue_token(secret, settings.auth, "HQ", pii=False, subject="demo")
+    url = f"http://{settings.host}:{settings.port}{settings.path}"
+    print(f"API: {url}  (GraphiQL: open it in a browser; queries: docs/api.md)")
+    print("token (HQ, personal data masked), send as  Authorization: Bearer <token>")
+    print(token, flush=True)
+    _configure_logging()
+    os.environ[settings.auth.secret_env] = environ[settings.auth.secret_env]  # worker processes read it
+    _run(Path(lake), Path(conf), settings, secret)
+    return 0
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,160 @@
+"""Run pinning and swapping: only SUCCEEDED runs are served, each table at the version its run
+recorded; a new run is picked up without a restart and without failing requests in flight."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.settings import ApiSettings, LakeSettings
+from schemas.lake import LOAN_SNAPSHOT
+from schemas.metrics import PORTFOLIO_METRICS
+from tests.api import expected
+from tests.api.conftest import DATES, HQ, REPO, InProcess, running_server, token
+from tests.api.lakes import read_date, serving_runs, succeed_run, write_date
+
+TOTAL = "{ portfolio(groupBy: HQ) { loanCount balance overdueCount } }"
+
+
+@pytest.fixture
+def lake(api_lake: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "lake"
+    shutil.copytree(api_lake, copy)
+    return copy
+
+
+def write_book(lake: Path, day: dt.date, rows: list[dict[str, Any]], versions: dict[str, int]) -> dict[str, int]:
+    """What a rerun writes for the portfolio queries: the snapshot and the portfolio metrics made
+    from it (by the tests' own arithmetic); returns the versions a run recording them would hold."""
+    return {
+        **versions,
+        "loan_snapshot": write_date(lake, LOAN_SNAPSHOT, day, rows),
+        "portfolio_metrics": write_date(lake, PORTFOLIO_METRICS, day, expected.metrics_rows(rows)),
+    }
+
+
+def rewrite_latest(lake: Path, change: dict[str, Any]) -> tuple[dt.date, dict[str, int], list[dict[str, Any]]]:
+    """Rewrite the latest date as a rerun would (every snapshot row changed); returns the date,
+    the versions a run recording it would hold, and the snapshot rows written."""
+    day, run = max(serving_runs(lake).items())
+    table = read_date(lake, "loan_snapshot", run)
+    assert table is not None
+    rows = [{**r, **change} for r in table.to_pylist()]
+    return day, write_book(lake, day, rows, run["table_versions"]), rows
+
+
+def overdue_count(client: InProcess, **kw: Any) -> int:
+    result = client.run(TOTAL, HQ, **kw)
+    assert not result.errors, result.errors
+    return int(result.data["portfolio"][0]["overdueCount"])
+
+
+def test_a_failed_run_is_never_served_even_after_it_wrote(lake: Path) -> None:
+    client = InProcess(lake, ApiSettings())
+    before = client.data(TOTAL)
+    day, versions, rows = rewrite_latest(lake, {"dpd": 999})
+    succeed_run(lake, day, versions, status="FAILED")
+    client.state.reader.refresh()
+    assert client.data(TOTAL) == before  # still the version the serving run recorded
+    assert overdue_count(client) != len(rows)
+    runs = client.data("{ runs(last: 1) { status serving } }")["runs"]
+    assert runs == [{"status": "FAILED", "serving": False}]
+
+
+def test_a_rerun_swaps_in_and_requests_in_flight_keep_their_run(lake: Path) -> None:
+    client = InProcess(lake, ApiSettings())
+    before = overdue_count(client)
+    in_flight = client.context(HQ)  # pinned before the rerun lands
+    day, versions, rows = rewrite_latest(lake, {"dpd": 999})
+    run_id = succeed_run(lake, day, versions)
+    assert client.state.reader.refresh() is True
+    assert overdue_count(client) == len(rows) != before
+    assert overdue_count(client, context=in_flight) == before
+    served = client.data("{ runs(last: 5) { runId serving } businessDates }")
+    assert {"runId": run_id, "serving": True} in served["runs"]
+    # the other date is untouched
+    earlier = client.data(f'{{ portfolio(groupBy: HQ, asOf: "{DATES[0]}") {{ loanCount }} }}')
+    assert (
+        earlier["portfolio"][0]["loanCount"] == read_date(lake, "loan_snapshot", serving_runs(lake)[DATES[0]]).num_rows
+    )
+
+
+def test_a_new_business_date_becomes_the_default(lake: Path) -> None:
+    client = InProcess(lake, ApiSettings())
+    day, run = max(serving_runs(lake).items())
+    table = read_date(lake, "loan_snapshot", run)
+    assert table is not None
+    new_day = day + dt.timedelta(days=30)
+    succeed_run(lake, new_day, write_book(lake, new_day, table.to_pylist()[:10], run["table_versions"]))
+    client.state.reader.refresh()
+    assert client.data("{ businessDates }")["businessDates"][-1] == new_day.isoformat()
+    assert client.data(TOTAL)["portfolio"][0]["loanCount"] == 10
+    assert (
+        client.data(f'{{ portfolio(groupBy: HQ, asOf: "{day}") {{ loanCount }} }}')["portfolio"][0]["loanCount"]
+        == table.num_rows
+    )
+
+
+def test_older_dates_are_loaded_on_demand_and_evicted(lake: Path) -> None:
+    client = InProcess(lake, ApiSettings(lake=LakeSettings(resident_dates=1)))
+    reader = client.state.reader
+    assert len(reader.resident()) == 1
+    for _ in range(2):
+        older = client.data(f'{{ portfolio(groupBy: HQ, asOf: "{DATES[0]}") {{ loanCount }} }}')
+        latest = client.data(TOTAL)
+    assert older["portfolio"][0]["loanCount"] == read_date(lake, "loan_snapshot", serving_runs(lake)[DATES[0]]).num_rows
+    assert latest["portfolio"][0]["loanCount"] > 0
+    assert len(reader.resident()) == 1
+    # an old date that must be loaded within an exhausted budget fails cleanly, then succeeds
+    client.state.reader._resident.clear()
+    client.state.reader.refresh()
+    ctx = client.context(HQ, budget_s=0.0)
+    result = client.run(f'{{ portfolio(groupBy: HQ, asOf: "{DATES[0]}") {{ loanCount }} }}', context=ctx)
+    assert [e.extensions["code"] for e in result.errors] == ["TIME_BUDGET_EXCEEDED"]
+    assert client.data(f'{{ portfolio(groupBy: HQ, asOf: "{DATES[0]}") {{ loanCount }} }}')["portfolio"]
+
+
+def test_the_server_picks_up_a_new_run_without_restart_or_failed_requests(lake: Path) -> None:
+    settings = ApiSettings(lake=LakeSettings(poll_seconds=0.1))
+    with running_server(lake, settings) as url:
+        headers = {"Authorization": f"Bearer {token(HQ)}"}
+        failures: list[str] = []
+        answers: set[int] = set()
+        stop = threading.Event()
+
+        def hammer() -> None:
+            with httpx.Client(headers=headers, timeout=30) as http:
+                while not stop.is_set():
+                    r = http.post(url, json={"query": TOTAL})
+                    body = r.json()
+                    if r.status_code != 200 or "errors" in body:
+                        failures.append(f"{r.status_code} {body}")
+                    else:
+                        answers.add(body["data"]["portfolio"][0]["overdueCount"])
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        day, versions, rows = rewrite_latest(lake, {"dpd": 999})
+        succeed_run(lake, day, versions)
+        deadline = time.monotonic() + 120
+        while len(rows) not in answers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert not failures
+        assert len(rows) in answers and len(answers) == 2  # the old run's answer, then the new one
+
+
+def test_the_api_never_starts_spark() -> None:
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "api").glob("*.py"))
+    assert "SparkSession" not in source and "pyspark.sql.functions" not in source
