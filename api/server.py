@@ -6,8 +6,12 @@
 - GraphQL over HTTP: `application/json` and `application/graphql-response+json` are both served
   (content negotiation on Accept); with the latter, a request error (unparsable or invalid
   document, bad variables) is HTTP 400 without a `data` entry, as the spec asks.
-- Limits: request body size here; depth, tokens and aliases as validation; page sizes in the
-  resolvers; the per-request time budget both in resolvers and around execution.
+- Limits: request body and query-string size here; depth, tokens and aliases as validation; page
+  sizes in the resolvers; the per-request time budget both in resolvers and around execution.
+  One operation per request: a batch (a JSON array body) is refused with HTTP 400.
+- Every GraphQL request is audited, refused ones included (api/audit_log.py).
+- `/healthz` answers 200 while the process serves HTTP (liveness); `/readyz` answers 200 only when
+  a SUCCEEDED run is loaded and served, else 503 with the reason (readiness). No token, no data.
 - The lake is polled in the background; a new SUCCEEDED run is loaded and swapped in without a
   restart (api/lake.py).
 """
@@ -22,6 +26,7 @@ import os
 import secrets
 import sys
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable, Mapping
 from dataclasses import replace
@@ -41,6 +46,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from api.audit_log import AUDIT_LOGGER, AuditTrail, error_code, note_of
 from api.auth import AuthError, Caller, issue_token, secret_from_env
 from api.context import Context
 from api.cursor import CursorCodec
@@ -80,7 +86,8 @@ def error_body(message: str, code: str) -> bytes:
 
 
 class BodyLimit:
-    """Refuses request bodies over the configured size (413) before the view reads them."""
+    """Refuses request bodies over the configured size (413) before the view reads them, and
+    query strings over it (414): a GET carries its document in the URL."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -89,6 +96,12 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if len(scope.get("query_string") or b"") > self.max_bytes:
+            body = error_body(
+                f"query string over {self.max_bytes} bytes: send the query in a POST body", "URI_TOO_LONG"
+            )
+            await Response(body, status_code=414, media_type=JSON)(scope, _no_receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -201,17 +214,32 @@ class PostloanGraphQL(GraphQL):  # type: ignore[type-arg]
             code = {401: "UNAUTHENTICATED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(
                 e.status_code, "BAD_REQUEST"
             )
+            note_of(scope).errors.append(code)
             response = Response(
                 error_body(e.reason, code),
                 status_code=e.status_code,
                 media_type=f"{media}; charset=utf-8",
                 headers=headers,
             )
+        except _TooLarge:
+            raise  # BodyLimit answers 413
+        except Exception as exc:
+            # Answered here rather than by Starlette, whose log line would carry the message (which
+            # may quote data): type and frames only, and a GraphQL error body.
+            frames = "".join(traceback.format_tb(exc.__traceback__)[-4:])
+            log.error("unexpected %s in the GraphQL view\n%s", type(exc).__name__, frames)
+            note_of(scope).errors.append("INTERNAL_SERVER_ERROR")
+            response = Response(
+                error_body("Internal server error", "INTERNAL_SERVER_ERROR"),
+                status_code=500,
+                media_type=f"{media}; charset=utf-8",
+            )
         await response(scope, receive, send)
 
     # -- context: who is calling, and which catalog answers ------------------------------------
     async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
         caller = self._authenticate(request)
+        note_of(request.scope).caller = caller
         response.media_type = negotiate(request.headers.get("accept"))
         request.state.sub_response = response
         settings = self.state.settings
@@ -234,6 +262,19 @@ class PostloanGraphQL(GraphQL):  # type: ignore[type-arg]
         except AuthError as exc:
             raise HTTPException(401, str(exc)) from None
 
+    # -- request bodies: one operation, as a JSON object ----------------------------------------
+    def parse_json(self, data: str | bytes) -> Any:
+        parsed = super().parse_json(data)
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, 'expected a JSON object: {"query": ..., "variables": {...}}')
+        return parsed
+
+    def _validate_batch_request(self, request_data: list[Any], protocol: Any) -> None:
+        # A batch would run several operations under one request's limits (aliases, tokens, time
+        # budget) and answer them together: one operation per request, HTTP/1.1 keep-alive or
+        # HTTP/2 for many.
+        raise HTTPException(400, "batched requests (a JSON array) are not supported: send one operation per request")
+
     def _is_ide_page(self, request: Request) -> bool:
         return (
             self.graphql_ide is not None
@@ -252,14 +293,39 @@ class PostloanGraphQL(GraphQL):  # type: ignore[type-arg]
         root_value: Any,
         request_data: Any,
     ) -> ExecutionResult:
+        note = note_of(request.scope)
+        note.query, note.operation_name, note.variables = (
+            request_data.query,
+            request_data.operation_name,
+            request_data.variables,
+        )
         cache = self.state.cache
         key = cache.key(context, request_data)
         if key is not None:
             hit = cache.get(key)
             if hit is not None:
                 request.state.encoded = hit
+                note.cached = note.executed = True
                 return ExecutionResult(data=None, errors=None)
             request.state.cache_key = key
+        result = await self._execute_within_budget(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
+        errors = result.errors or []
+        note.errors.extend(error_code(e) for e in errors)
+        # Executed: the document was valid and the variables coerced (an error with a path, or data).
+        note.executed = result.data is not None or any(e.path is not None for e in errors)
+        return result
+
+    async def _execute_within_budget(
+        self,
+        request: Any,
+        request_adapter: Any,
+        sub_response: Any,
+        context: Any,
+        root_value: Any,
+        request_data: Any,
+    ) -> ExecutionResult:
         remaining = max(context.deadline - time.monotonic(), 0.001)
         try:
             return await asyncio.wait_for(
@@ -334,32 +400,65 @@ class ServerState:
         self.codec = CursorCodec(secret)
         self.schema = build_schema(settings)
         self.cache = ResponseCache(settings.response_cache_mb * 2**20, max_entry_bytes=2**20)
+        self.refresh_error: str | None = None  # the type of the last failed refresh, until one succeeds
 
     def authenticate(self, header: str | None) -> Caller:
         from api.auth import caller_from_header
 
         return caller_from_header(header, self.secret, self.settings.auth)
 
+    def root_fields(self) -> frozenset[str]:
+        """The Query type's field names (the audit lists only these), introspection included."""
+        query = self.schema._schema.query_type
+        names = set(query.fields) if query is not None else set()
+        return frozenset(names | {"__schema", "__type", "__typename"})
+
+    def not_ready(self) -> str | None:
+        """Why data queries cannot be answered yet; None when a SUCCEEDED run is loaded and served."""
+        catalog = self.reader.catalog()
+        if catalog.latest_date is None:
+            if self.refresh_error is not None:
+                return f"the lake could not be read ({self.refresh_error})"
+            if catalog.ledger_version < 0:
+                return "no run ledger in the lake yet"
+            return "no SUCCEEDED nightly run in the lake yet"
+        run = catalog.served[catalog.latest_date]
+        loaded = catalog.loaded.get(run.key)
+        if loaded is None or not loaded.done() or loaded.exception() is not None:
+            return "the latest business date is not loaded"
+        return None
+
 
 def create_app(lake: Path, settings: ApiSettings, secret: bytes, poll: bool = True) -> Starlette:
     """The ASGI app. The first refresh runs before it accepts requests; then a poller follows the ledger."""
     state = ServerState(lake, settings, secret)
-    view = PostloanGraphQL(state)
+    graphql: ASGIApp = BodyLimit(PostloanGraphQL(state), max_bytes=settings.limits.max_body_bytes)
+    if settings.audit.enabled:
+        graphql = AuditTrail(graphql, settings.audit, settings.limits.max_tokens, state.root_fields())
+    no_store = {"Cache-Control": "no-store"}
 
     async def health(request: Request) -> JSONResponse:
+        # Liveness: the process answers HTTP. Whether it has data is readiness (/readyz).
+        return JSONResponse({"status": "ok"}, headers=no_store)
+
+    async def ready(request: Request) -> JSONResponse:
+        reason = state.not_ready()
+        if reason is not None:
+            return JSONResponse({"status": "not-ready", "reason": reason}, status_code=503, headers=no_store)
         catalog = state.reader.catalog()
         latest = catalog.latest_date
         return JSONResponse(
             {
-                "status": "ok" if latest else "no-data",
+                "status": "ready",
                 "latestBusinessDate": latest.isoformat() if latest else None,
                 "businessDates": len(catalog.served),
-            }
+            },
+            headers=no_store,
         )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await anyio.to_thread.run_sync(_refresh_logged, state.reader)
+        await anyio.to_thread.run_sync(_refresh_logged, state)
         task = asyncio.create_task(_poll(state)) if poll else None
         try:
             yield
@@ -371,25 +470,40 @@ def create_app(lake: Path, settings: ApiSettings, secret: bytes, poll: bool = Tr
             state.reader.close()
 
     app = Starlette(
-        routes=[Route(settings.path, view, methods=["GET", "POST"]), Route("/healthz", health, methods=["GET"])],
+        routes=[
+            # Only the GraphQL route reads a request body; the limit and the audit wrap it.
+            Route(settings.path, graphql, methods=["GET", "POST"]),
+            Route("/healthz", health, methods=["GET"]),
+            Route("/readyz", ready, methods=["GET"]),
+        ],
         lifespan=lifespan,
     )
     app.state.postloan = state
-    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     return app
 
 
-def _refresh_logged(reader: LakeReader) -> None:
+def _refresh_logged(state: ServerState) -> None:
     try:
-        reader.refresh()
+        state.reader.refresh()
+        state.refresh_error = None
     except Exception as exc:  # keep serving what we have; say why without data
-        log.error("lake refresh failed, still serving the previous run: %s: %s", type(exc).__name__, exc)
+        state.refresh_error = type(exc).__name__
+        log.error("lake refresh failed, still serving the previous run: %s", _describe_failure(exc))
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """An exception for the log: I/O errors with their message (paths, versions), any other by
+    type and frames only, since a data error's message may quote a value (personal data)."""
+    if isinstance(exc, OSError) or type(exc).__module__.startswith("deltalake"):
+        return f"{type(exc).__name__}: {exc}"
+    frames = "".join(traceback.format_tb(exc.__traceback__)[-3:])
+    return f"{type(exc).__name__} (message withheld: it may quote data)\n{frames}"
 
 
 async def _poll(state: ServerState) -> None:
     while True:
         await asyncio.sleep(state.settings.lake.poll_seconds)
-        await anyio.to_thread.run_sync(_refresh_logged, state.reader)
+        await anyio.to_thread.run_sync(_refresh_logged, state)
 
 
 def _uvicorn_config(app: ASGIApp, settings: ApiSettings) -> uvicorn.Config:
@@ -465,6 +579,7 @@ _ENV_OVERRIDES = "POSTLOAN_API_OVERRIDES"
 
 def app_from_env() -> Starlette:
     """App factory of a worker process (`workers` > 1)."""
+    _configure_logging()
     settings = load_api_settings(Path(os.environ[_ENV_CONF]))
     overrides = json.loads(os.environ.get(_ENV_OVERRIDES, "{}"))
     settings = replace(settings, **overrides)
@@ -500,3 +615,10 @@ def serve_demo(lake: Path, conf: Path) -> int:
 
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The audit log is JSON lines on stderr, on their own (no prefix) for log shippers to parse.
+    audit = logging.getLogger(AUDIT_LOGGER)
+    if not audit.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        audit.addHandler(handler)
+        audit.propagate = False

@@ -44,6 +44,28 @@ class AuthSettings:
     leeway_seconds: int = 30
 
 
+# Keys whose values are personal data, compared case-, space- and punctuation-insensitively as
+# substrings of a variable's key (so `name` covers `borrowerName`, `id_number` covers `idNumber`).
+PERSONAL_KEYS: tuple[str, ...] = (
+    "name",
+    "id_number",
+    "id_no",
+    "id_card",
+    "phone",
+    "mobile",
+    "email",
+    "address",
+    "birth",
+)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    # One JSON line per GraphQL request on the `postloan.api.audit` logger (api/audit_log.py).
+    enabled: bool = True
+    personal_keys: tuple[str, ...] = PERSONAL_KEYS
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     host: str = "127.0.0.1"
@@ -58,6 +80,7 @@ class ApiSettings:
     lake: LakeSettings = field(default_factory=LakeSettings)
     limits: Limits = field(default_factory=Limits)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 def _check(settings: ApiSettings, file: Path) -> None:
@@ -91,6 +114,11 @@ def _check(settings: ApiSettings, file: Path) -> None:
         refuse("auth.secret_env", "must name an environment variable")
     if settings.auth.token_minutes < 1:
         refuse("auth.token_minutes", "must be at least 1")
+    if not settings.audit.personal_keys:
+        refuse("audit.personal_keys", "must name at least one key (else personal data in variables is logged)")
+    for i, key in enumerate(settings.audit.personal_keys):
+        if not any(c.isalnum() for c in key):
+            refuse(f"audit.personal_keys[{i}]", f"must contain a letter or digit, got {key!r}")
 
 
 def load_api_settings(conf_dir: str | Path) -> ApiSettings:

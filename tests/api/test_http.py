@@ -1,6 +1,6 @@
 """The running server over real HTTP on loopback: a real GraphQL client (gql + httpx), 401s,
-GraphiQL only when configured, GraphQL-over-HTTP status codes, body limit, and the
-graphql-http conformance audit (Node)."""
+GraphiQL only when configured, GraphQL-over-HTTP status codes, body limit, liveness and
+readiness, and the graphql-http conformance audit (Node)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ import json
 import os
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from deltalake import write_deltalake
 from gql import Client, gql
 from gql.transport.httpx import HTTPXAsyncTransport, HTTPXTransport
 
-from api.settings import ApiSettings
+from api.settings import ApiSettings, LakeSettings
+from schemas.lake import RUN_LEDGER
 from tests.api import expected
-from tests.api.conftest import HQ, REPO, branch, running_server, token
-from tests.api.lakes import read_date, serving_runs
+from tests.api.conftest import DATES, HQ, REPO, branch, running_server, token
+from tests.api.lakes import contract_schema, read_date, serving_runs, succeed_run
 
 AUDIT = REPO / "api" / "audit"
 
@@ -139,3 +144,63 @@ def test_cached_answers_are_never_shared_between_callers(server_url: str, full_l
         f"branch:{first}": sum(first in r["branch_path"] for r in rows),
         f"branch:{second}": sum(second in r["branch_path"] for r in rows),
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# Liveness and readiness (orchestration probes): no token, no data
+
+
+def probe(graphql_url: str, name: str) -> httpx.Response:
+    return httpx.get(graphql_url.replace("/graphql", f"/{name}"))
+
+
+def test_healthz_is_liveness_and_readyz_names_the_served_date(server_url: str) -> None:
+    live = probe(server_url, "healthz")
+    assert live.status_code == 200 and live.json() == {"status": "ok"}
+    ready = probe(server_url, "readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "latestBusinessDate": DATES[-1].isoformat(), "businessDates": 2}
+    for r in (live, ready):
+        assert r.headers["cache-control"] == "no-store"
+        assert "LN0" not in r.text and "run" not in r.text.lower()
+    # a token is neither needed nor looked at
+    assert (
+        httpx.get(server_url.replace("/graphql", "/readyz"), headers={"Authorization": "Bearer x"}).status_code == 200
+    )
+
+
+def test_readyz_is_503_until_a_succeeded_run_is_loaded(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    with running_server(lake, ApiSettings(lake=LakeSettings(poll_seconds=0.1))) as url:
+        assert probe(url, "healthz").json() == {"status": "ok"}  # alive, with nothing to serve
+        r = probe(url, "readyz")
+        assert r.status_code == 503
+        assert r.json() == {"status": "not-ready", "reason": "no run ledger in the lake yet"}
+        # the API itself answers, with no data
+        body = httpx.post(url, json={"query": "{ loans { totalCount } }"}, headers=auth()).json()
+        assert body["data"] is None and body["errors"][0]["extensions"]["code"] == "DATA_UNAVAILABLE"
+
+        # a ledger with only a FAILED run: still not ready
+        write_deltalake(lake / RUN_LEDGER.name, contract_schema(RUN_LEDGER).empty_table())
+        succeed_run(lake, DATES[-1], {}, status="FAILED")
+        assert wait_for_readyz(url, lambda b: "SUCCEEDED" in b.get("reason", "")) == {
+            "status": "not-ready",
+            "reason": "no SUCCEEDED nightly run in the lake yet",
+        }
+        assert probe(url, "readyz").status_code == 503
+
+        # a SUCCEEDED run (it wrote no tables: an empty book) is picked up without a restart
+        succeed_run(lake, DATES[-1], {})
+        body = wait_for_readyz(url, lambda b: b["status"] == "ready")
+        assert body == {"status": "ready", "latestBusinessDate": DATES[-1].isoformat(), "businessDates": 1}
+        assert probe(url, "readyz").status_code == 200
+
+
+def wait_for_readyz(url: str, done: Callable[[dict[str, Any]], bool], seconds: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        body: dict[str, Any] = probe(url, "readyz").json()
+        if done(body) or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)

@@ -14,7 +14,7 @@ import pytest
 from api.auth import AuthError, SecretError, caller_from_header, issue_token, secret_from_env
 from api.cursor import CursorCodec, CursorError
 from api.frames import cents, money
-from api.server import GRAPHQL_RESPONSE, JSON, negotiate
+from api.server import GRAPHQL_RESPONSE, JSON, ServerState, _describe_failure, negotiate
 from api.settings import ApiSettings, AuthSettings, load_api_settings
 from jobs.config import ConfigError
 
@@ -27,6 +27,7 @@ def test_committed_api_settings_parse() -> None:
     assert settings.graphiql is False
     assert settings.limits.default_page_size <= settings.limits.max_page_size
     assert load_api_settings(REPO / "no-such-dir") == ApiSettings()
+    assert settings.audit.enabled and "id_number" in settings.audit.personal_keys
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,12 @@ def test_committed_api_settings_parse() -> None:
         ("path: graphql\n", r"api.yaml: path: must start with /"),
         ("graphiql: yes please\n", r"api.yaml: graphiql: expected true or false"),
         ("limits: [1\n", r"api.yaml: \(file\): not valid YAML"),
+        ("limits:\n  max_body_bytes: 100\n", r"api.yaml: limits.max_body_bytes: must be at least 1024"),
+        ("audit:\n  enabled: sometimes\n", r"api.yaml: audit.enabled: expected true or false"),
+        ("audit:\n  personal_keys: []\n", r"api.yaml: audit.personal_keys: must name at least one key"),
+        ("audit:\n  personal_keys: [name, '--']\n", r"api.yaml: audit.personal_keys\[1\]: must contain a letter"),
+        ("audit:\n  personal_keys: name\n", r"api.yaml: audit.personal_keys: expected a list"),
+        ("audit:\n  level: debug\n", r"api.yaml: audit.level: unknown key"),
     ],
 )
 def test_bad_api_settings_are_refused_with_file_key_and_reason(tmp_path: Path, text: str, message: str) -> None:
@@ -159,3 +166,26 @@ def test_money_is_exact_cents() -> None:
     assert cents(arr).tolist() == [0, 1234567890123456, -101, 0, 10]
     assert cents(arr.slice(1, 2)).tolist() == [1234567890123456, -101]
     assert [str(money(c)) for c in (0, 5, 1234567890123456, -101)] == ["0.00", "0.05", "12345678901234.56", "-1.01"]
+
+
+def test_readiness_reasons_name_no_data(tmp_path: Path) -> None:
+    state = ServerState(tmp_path, ApiSettings(), SECRET)
+    try:
+        assert state.not_ready() == "no run ledger in the lake yet"
+        state.refresh_error = "DeltaError"
+        assert state.not_ready() == "the lake could not be read (DeltaError)"
+    finally:
+        state.reader.close()
+
+
+def test_a_failed_refresh_is_logged_without_data_from_its_message() -> None:
+    def fail(exc: Exception) -> str:
+        try:
+            raise exc
+        except Exception as caught:
+            return _describe_failure(caught)
+
+    io = fail(FileNotFoundError("/lake/loan_snapshot/_delta_log/00000000000000000007.json"))
+    assert "00000000000000000007.json" in io
+    data = fail(ValueError("could not convert '张三' (110101199001011234) to decimal"))
+    assert data.startswith("ValueError (message withheld") and "张三" not in data and "1101011990" not in data
