@@ -27,6 +27,7 @@ import secrets
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -235,7 +236,6 @@ def run_load(
 def bench_conf(conf: Path, cache_mb: int | None, workers: int | None) -> Path:
     """A copy of the configuration folder with the benchmark's API overrides."""
     import shutil
-    import tempfile
 
     import yaml
 
@@ -263,6 +263,8 @@ def load(
     secret = secrets.token_urlsafe(48)
     env = {**os.environ, settings.auth.secret_env: secret}
     host = "127.0.0.1"
+    # The server writes its audit log (a line a request) to stderr: a file, never an unread pipe.
+    server_log = tempfile.NamedTemporaryFile("w+", prefix="bench-api-server-", suffix=".log", delete=False)  # noqa: SIM115 (lives as long as the server)
     server = subprocess.Popen(
         [
             sys.executable,
@@ -281,7 +283,7 @@ def load(
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=server_log,
         text=True,
     )
     proc = psutil.Process(server.pid)
@@ -321,7 +323,8 @@ def load(
             except (httpx.HTTPError, ValueError):
                 pass
             if server.poll() is not None or time.perf_counter() - started > 1800:
-                raise SystemExit(f"server did not start: {server.stderr.read() if server.stderr else ''}")
+                server_log.seek(0)
+                raise SystemExit(f"server did not start: {server_log.read()[-4000:]}")
             time.sleep(0.5)
         results["startup_load_seconds"] = round(time.perf_counter() - started, 1)
         results["server_rss_mb_loaded"] = rss_mb()
@@ -389,6 +392,8 @@ def load(
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+        server_log.close()
+        Path(server_log.name).unlink(missing_ok=True)
     return results
 
 
