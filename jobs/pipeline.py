@@ -344,6 +344,11 @@ def print_report(report: RunReport, out: Any = None) -> None:
         + (f" ({', '.join(f'{k} {v}' for k, v in sorted(report.quarantined_rows.items()))})" if quarantined else ""),
         file=out,
     )
+    if "tasks" in s:
+        print(f"  inspection tasks: {s['tasks']:,} (overdue {s.get('tasks_overdue', 0):,})", file=out)
+    later = ("collection_cases", "agency_placements", "portfolio_metrics", "early_warnings")
+    if any(name in report.output_rows for name in later):
+        print("  rows: " + ", ".join(f"{n} {report.output_rows.get(n, 0):,}" for n in later), file=out)
     print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items()), file=out)
 
 
