@@ -180,7 +180,7 @@ def _convert(value: Any, hint: Any, file: Path, key: str) -> Any:
             number = Decimal(str(value))
         except InvalidOperation:
             raise ConfigError(file, key, f"expected an amount, got {value!r}") from None
-        if number < 0 or isinstance(value, bool):
+        if not number.is_finite() or number < 0 or isinstance(value, bool):
             raise ConfigError(file, key, f"expected a non-negative amount, got {value!r}")
         return number
     if hint is str:
@@ -229,7 +229,12 @@ def build(cls: type[T], data: Any, file: Path, prefix: str = "") -> T:
             values[name] = _convert(data[name], hints[name], file, key)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(file, key, "is required")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # the section's own checks (__post_init__)
+        raise ConfigError(file, where, str(exc)) from None
 
 
 def _read_yaml(path: Path) -> Any:
@@ -240,6 +245,8 @@ def _read_yaml(path: Path) -> Any:
             return yaml.safe_load(handle) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(path, "(file)", f"not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "(file)", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
 
 
 def scalar_fields(cls: type) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from jobs.masking import mask_column
 from schemas.base import Table
-from schemas.landing import BORROWERS, BRANCHES, LANDING_TABLES, LOAN_CHILDREN, LOANS, PRODUCTS, SCHEDULE
+from schemas.landing import BORROWERS, BRANCH_LEVELS, BRANCHES, LANDING_TABLES, LOAN_CHILDREN, LOANS, PRODUCTS, SCHEDULE
 from schemas.registry import landing_table
 
 REASON = "struct<code:string,detail:string>"
@@ -52,6 +52,11 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
             source = F.col(c.name)
             text = F.trim(source.cast("string"))
             value = F.when(text == "", F.lit(None)).otherwise(source).try_cast(c.dtype)
+            if c.dtype.simpleString() == "date":
+                # Spark's cast also reads "2026", "2026-06", "2026-01-15 junk" and years 0, -1 or
+                # 10000 (which a Python reader of the lake cannot hold): an ISO date only.
+                iso = text.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9:.]+)?$")
+                value = F.when(iso & (F.year(value) >= 1), value)
             if c.dtype.simpleString() == "boolean":
                 lowered = F.lower(text)
                 value = F.when(lowered.isin("true", "1", "y", "yes"), F.lit(True)).when(
@@ -208,9 +213,18 @@ def ingest(
     def accepted(table: Table) -> DataFrame:
         return _accepted(checked[table.name], table)
 
-    checked[BRANCHES.name] = checked[BRANCHES.name].transform(
-        require_reference("parent_id", checked[BRANCHES.name], "branch_id", "UNKNOWN_REFERENCE")
-    )
+    # A parent must be an accepted branch: refused branches take their subtree with them, one
+    # level of the hierarchy per pass.
+    branches = checked[BRANCHES.name]
+    valid = branches.where(F.size(ACCEPTED) == 0).select("branch_id", "parent_id")
+    for _ in BRANCH_LEVELS:
+        parents = valid.select(F.col("branch_id").alias("_up"))
+        valid = (
+            valid.join(parents, valid["parent_id"] == parents["_up"], "left")
+            .where(F.col("parent_id").isNull() | F.col("_up").isNotNull())
+            .drop("_up")
+        )
+    checked[BRANCHES.name] = branches.transform(require_reference("parent_id", valid, "branch_id", "UNKNOWN_REFERENCE"))
     dependent = {LOANS.name, *(c.name for c in LOAN_CHILDREN)}
     for table in LANDING_TABLES:
         if table.name not in dependent:
