@@ -6,6 +6,13 @@
 `--month-ends K` runs the K-1 month-ends before --as-of first (oldest first), so the metrics stage
 sees a year of snapshots; with `--core-history` those earlier dates run only delinquency and
 classification (the snapshots the metrics read), which is how a lake's history is seeded quickly.
+A long history can be seeded on a busy machine and the measured date run later on a quiet one:
+
+    .venv/bin/python bench/bench_nightly.py --loans 1000000 --month-ends 13 --core-history --history-only
+    .venv/bin/python bench/bench_nightly.py --loans 1000000 --month-ends 13 --core-history --resume
+
+`--history-only` keeps the book and lake and stops before --as-of; `--resume` reuses them (no
+generation) and skips the dates the ledger already shows SUCCEEDED, except --as-of itself.
 Prints generation time, each stage's wall time, loans per second and peak memory (resident set
 of this process and the Spark JVM together, sampled every 0.2 s). Figures go to docs/benchmarks.md.
 Nothing here is a test: the suite never asserts on time.
@@ -24,6 +31,7 @@ from pathlib import Path
 
 import psutil
 
+from jobs import io
 from jobs.config import load_config
 from jobs.generate import generate_landing
 from jobs.pipeline import STAGES, previous_month_end, run_nightly
@@ -73,23 +81,32 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated book and lake")
     parser.add_argument("--month-ends", type=int, default=2, help="month-ends to run, ending with --as-of")
     parser.add_argument("--core-history", action="store_true", help="earlier dates: core stages only")
+    parser.add_argument("--history-only", action="store_true", help="stop before --as-of; keep book and lake")
+    parser.add_argument("--resume", action="store_true", help="reuse the kept book and lake; skip dates done")
     args = parser.parse_args()
 
     work = args.workdir / f"{args.loans}"
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.resume:
+        shutil.rmtree(work, ignore_errors=True)
     landing, lake = work / "landing", work / "lake"
     config = load_config(args.conf)
     results: dict[str, object] = {"loans": args.loans, "as_of": args.as_of.isoformat()}
     with PeakMemory() as memory:
         spark = build_session(config.spark)
-        start = time.perf_counter()
-        counts = generate_landing(spark, args.loans, args.as_of, args.seed, landing, "parquet")
-        results["generate_seconds"] = round(time.perf_counter() - start, 1)
-        results["landing_rows"] = counts
-        print(f"generated in {results['generate_seconds']} s: {counts}", flush=True)
+        if not args.resume:
+            start = time.perf_counter()
+            counts = generate_landing(spark, args.loans, args.as_of, args.seed, landing, "parquet")
+            results["generate_seconds"] = round(time.perf_counter() - start, 1)
+            results["landing_rows"] = counts
+            print(f"generated in {results['generate_seconds']} s: {counts}", flush=True)
         dates = [args.as_of]
         while len(dates) < args.month_ends:
             dates.insert(0, previous_month_end(dates[0]))
+        if args.history_only:
+            dates.pop()
+        if args.resume:
+            done = {run.as_of_date for run in io.succeeded_runs(spark, lake)}
+            dates = [day for day in dates if day == args.as_of or day not in done]
         for day in dates:
             start = time.perf_counter()
             core_only = args.core_history and day != args.as_of
@@ -107,7 +124,7 @@ def main() -> None:
     results["peak_rss_gb"] = round(memory.peak / 2**30, 2)
     results["lake_mb"] = round(lake_size(lake) / 2**20, 1)
     print(json.dumps(results, indent=2, default=str))
-    if not args.keep:
+    if not (args.keep or args.history_only):
         shutil.rmtree(work, ignore_errors=True)
 
 
