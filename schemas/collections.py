@@ -10,7 +10,7 @@ from __future__ import annotations
 from pyspark.sql import types as T
 
 from schemas.base import BOOL, DATE, INT, LONG, MONEY, RATE, STRING, STRINGS, Column, Table
-from schemas.lake import AS_OF
+from schemas.lake import AS_OF, BORROWER_ID, BRANCH_PATH, LOAN_ID, PRODUCT_CODE
 from schemas.landing import AGENCY_STATUSES, RISK_CLASSES
 
 COLLECTION_MODES = ("REMINDER", "IN_HOUSE", "OUTSOURCED", "LEGAL")
@@ -48,9 +48,9 @@ ACTIONS = T.ArrayType(ACTION, containsNull=False)
 
 _BRANCH = (
     Column("branch_id", STRING, "Managing branch (row-level security)", nullable=False),
-    Column("branch_path", STRINGS, "Branch ids from head office down to the managing branch", nullable=False),
+    BRANCH_PATH,
     Column("tier1_branch_id", STRING, "Tier-1 branch (一級分行)"),
-    Column("product_code", STRING, "Loan product", nullable=False),
+    PRODUCT_CODE,
 )
 
 COLLECTION_CASES = Table(
@@ -64,8 +64,8 @@ COLLECTION_CASES = Table(
     partition_by=("as_of_date",),
     columns=(
         AS_OF,
-        Column("loan_id", STRING, "Loan contract number", nullable=False),
-        Column("borrower_id", STRING, "Borrower id", nullable=False),
+        LOAN_ID,
+        BORROWER_ID,
         *_BRANCH,
         Column("officer_id", STRING, "Customer manager of the loan", nullable=False),
         Column("region_code", STRING, "Borrower's region"),

@@ -9,6 +9,7 @@ compliance view of headquarters. `settled_loans` is the monthly list of loans re
 from __future__ import annotations
 
 from schemas.base import BOOL, DATE, INT, MONEY, STRING, STRINGS, Column, Table
+from schemas.lake import AS_OF, BORROWER_ID, BRANCH_ID, BRANCH_PATH, LOAN_ID, OFFICER_ID, PRODUCT_CODE
 from schemas.landing import COLLATERAL_TYPES, OFFICER_ROLES
 
 # Task types, in the order docs/inspections.md lists them. Staff record completions with these
@@ -38,7 +39,6 @@ TASK_TYPES: tuple[str, ...] = (
 )
 TASK_STATUSES: tuple[str, ...] = ("OPEN", "DONE", "OVERDUE")
 
-_AS_OF = Column("as_of_date", DATE, "Business date (數據日期) the row describes", nullable=False)
 
 INSPECTION_TASKS = Table(
     name="inspection_tasks",
@@ -51,7 +51,7 @@ INSPECTION_TASKS = Table(
     key=("as_of_date", "task_id"),
     partition_by=("as_of_date",),
     columns=(
-        _AS_OF,
+        AS_OF,
         Column(
             "task_id",
             STRING,
@@ -117,17 +117,17 @@ SETTLED_LOANS = Table(
     key=("as_of_date", "loan_id"),
     partition_by=("as_of_date",),
     columns=(
-        _AS_OF,
+        AS_OF,
         Column(
             "list_month", DATE, "First day of the month the loan settled in (the list it belongs to)", nullable=False
         ),
-        Column("loan_id", STRING, "Loan contract number", nullable=False),
-        Column("borrower_id", STRING, "Borrower id", nullable=False),
-        Column("product_code", STRING, "Loan product", nullable=False),
-        Column("branch_id", STRING, "Managing branch", nullable=False),
+        LOAN_ID,
+        BORROWER_ID,
+        PRODUCT_CODE,
+        BRANCH_ID,
         Column("tier1_branch_id", STRING, "Tier-1 branch above the managing branch"),
-        Column("branch_path", STRINGS, "Branch ids from head office down to the managing branch", nullable=False),
-        Column("officer_id", STRING, "Customer manager", nullable=False),
+        BRANCH_PATH,
+        OFFICER_ID,
         Column("principal", MONEY, "Contract principal", nullable=False, non_negative=True),
         Column("disbursement_date", DATE, "Disbursement date", nullable=False),
         Column("maturity_date", DATE, "Contract maturity date", nullable=False),

@@ -26,6 +26,13 @@ RISK_GRADES = ("A1", "A2", "A3", "A4", "B1", "B2", "B3", "C1", "C2", "D1", "D2",
 RUN_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED")
 
 AS_OF = Column("as_of_date", DATE, "Business date (數據日期) the row describes", nullable=False)
+# The loan's identity and owners, as every loan-level lake table names them.
+LOAN_ID = Column("loan_id", STRING, "Loan contract number", nullable=False)
+BORROWER_ID = Column("borrower_id", STRING, "Borrower id", nullable=False)
+BRANCH_ID = Column("branch_id", STRING, "Managing branch", nullable=False)
+BRANCH_PATH = Column("branch_path", STRINGS, "Branch ids from head office down to the managing branch", nullable=False)
+PRODUCT_CODE = Column("product_code", STRING, "Loan product", nullable=False)
+OFFICER_ID = Column("officer_id", STRING, "Customer manager", nullable=False)
 
 LOAN_SNAPSHOT = Table(
     name="loan_snapshot",
@@ -37,14 +44,14 @@ LOAN_SNAPSHOT = Table(
     partition_by=("as_of_date",),
     columns=(
         AS_OF,
-        Column("loan_id", STRING, "Loan contract number", nullable=False),
-        Column("borrower_id", STRING, "Borrower id", nullable=False),
-        Column("branch_id", STRING, "Managing branch", nullable=False),
+        LOAN_ID,
+        BORROWER_ID,
+        BRANCH_ID,
         Column("tier1_branch_id", STRING, "Tier-1 branch (一級分行) above the managing branch"),
         Column("tier2_branch_id", STRING, "Tier-2 branch (二級分行) above the managing branch"),
-        Column("branch_path", STRINGS, "Branch ids from head office down to the managing branch", nullable=False),
-        Column("product_code", STRING, "Loan product", nullable=False),
-        Column("officer_id", STRING, "Customer manager", nullable=False),
+        BRANCH_PATH,
+        PRODUCT_CODE,
+        OFFICER_ID,
         Column("channel_id", STRING, "Cooperation channel, if any"),
         Column("region_code", STRING, "Borrower's region"),
         Column("repayment_method", STRING, "EQUAL_INSTALLMENT, EQUAL_PRINCIPAL, BULLET, INTEREST_ONLY", nullable=False),
