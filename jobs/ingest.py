@@ -9,64 +9,87 @@ and other child rows with it (reason LOAN_QUARANTINED), so no loan is half-prese
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from jobs.masking import mask_column
 from schemas.base import Table
 from schemas.landing import BORROWERS, BRANCH_LEVELS, BRANCHES, LANDING_TABLES, LOAN_CHILDREN, LOANS, PRODUCTS, SCHEDULE
 from schemas.registry import landing_table
 
-REASON = "struct<code:string,detail:string>"
+# A row's reasons are one text, "CODE:detail; CODE:detail", empty when the row is accepted: built
+# with concat_ws, which skips the null (unmet) checks and stays in generated code, where an array of
+# reason structs filtered with a lambda was interpreted row by row.
 ACCEPTED = "_reasons"
-
-
-@dataclass(frozen=True)
-class Reason:
-    code: str
-    detail: str
+SEPARATOR = "; "
 
 
 def _reason(condition: Column, code: str, detail: str) -> Column:
-    return F.when(condition, F.struct(F.lit(code).alias("code"), F.lit(detail).alias("detail")))
+    return F.when(condition, F.lit(f"{code}:{detail}"))
 
 
-def _blank(column: Column) -> Column:
-    return column.isNull() | (F.trim(column.cast("string")) == "")
+def is_accepted() -> Column:
+    return F.col(ACCEPTED) == ""
+
+
+def _delivered_as_contract(delivered: T.DataType, contract: T.DataType) -> bool:
+    """A typed landing column (Parquet) already of the contract's type needs no parsing."""
+    return delivered == contract and not isinstance(contract, T.StringType)
+
+
+def _row_digest(names: Sequence[str]) -> Column:
+    """A digest of the row as delivered, telling identical copies from different rows.
+
+    Spark's hash skips nulls, so a bitmask of the null columns goes in too: ("A", null) and
+    (null, "A") must differ.
+    """
+    nulls = sum((F.when(F.col(c).isNull(), F.lit(1 << i)).otherwise(F.lit(0)) for i, c in enumerate(names)), F.lit(0))
+    return F.xxhash64(*[F.col(c) for c in names], nulls)
 
 
 def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
     """Cast raw columns to the contract's types; keep the raw record; collect per-row reasons."""
 
     def transform(raw: DataFrame) -> DataFrame:
-        # Raw text is kept beside the parsed values for quarantine records; `ingest` drops it from
-        # accepted rows before caching, so it costs memory only for the rows refused.
-        sources = F.struct(*[F.col(c).cast("string").alias(c) for c in table.names])
-        row_hash = F.xxhash64(*[F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in table.names])
+        delivered = {f.name: f.dataType for f in raw.schema.fields}
+        # The raw values ride along, as delivered, for quarantine records (cast to text only for
+        # refused rows); `ingest` drops them from accepted rows before caching.
+        sources = F.struct(*[F.col(c) for c in table.names])
         reasons: list[Column] = []
         parsed: list[Column] = []
         for c in table.columns:
             source = F.col(c.name)
-            text = F.trim(source.cast("string"))
-            value = F.when(text == "", F.lit(None)).otherwise(source).try_cast(c.dtype)
-            if c.dtype.simpleString() == "date":
-                # Spark's cast also reads "2026", "2026-06", "2026-01-15 junk" and years 0, -1 or
-                # 10000 (which a Python reader of the lake cannot hold): an ISO date only.
-                iso = text.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9:.]+)?$")
-                value = F.when(iso & (F.year(value) >= 1), value)
-            if c.dtype.simpleString() == "boolean":
-                lowered = F.lower(text)
-                value = F.when(lowered.isin("true", "1", "y", "yes"), F.lit(True)).when(
-                    lowered.isin("false", "0", "n", "no"), F.lit(False)
-                )
+            if _delivered_as_contract(delivered[c.name], c.dtype):
+                value = source
+                blank = source.isNull()
+                if isinstance(c.dtype, T.DateType):
+                    # A Parquet date can hold years a Python reader of the lake cannot (0, 10000).
+                    value = F.when(F.year(source).between(1, 9999), source)
+                unparsable = source.isNotNull() & value.isNull()
+            else:
+                text = F.trim(source.cast("string"))
+                value = F.when(text == "", F.lit(None)).otherwise(source).try_cast(c.dtype)
+                if isinstance(c.dtype, T.DateType):
+                    # Spark's cast also reads "2026", "2026-06", "2026-01-15 junk" and years 0, -1 or
+                    # 10000 (which a Python reader of the lake cannot hold): an ISO date only.
+                    iso = text.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9:.]+)?$")
+                    value = F.when(iso & (F.year(value) >= 1), value)
+                if isinstance(c.dtype, T.BooleanType):
+                    lowered = F.lower(text)
+                    value = F.when(lowered.isin("true", "1", "y", "yes"), F.lit(True)).when(
+                        lowered.isin("false", "0", "n", "no"), F.lit(False)
+                    )
+                blank = source.isNull() | (text == "")
+                unparsable = ~blank & value.isNull()
             parsed.append(value.alias(c.name))
             if not c.nullable:
                 code = "NULL_KEY" if c.name in table.key else "MISSING_VALUE"
-                reasons.append(_reason(_blank(source), code, c.name))
-            reasons.append(_reason(~_blank(source) & value.isNull(), "UNPARSABLE_VALUE", c.name))
+                reasons.append(_reason(blank, code, c.name))
+            reasons.append(_reason(unparsable, "UNPARSABLE_VALUE", c.name))
             if c.allowed:
                 reasons.append(_reason(value.isNotNull() & ~value.isin(*c.allowed), "INVALID_VALUE", c.name))
             if c.non_negative:
@@ -74,8 +97,8 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
         return raw.select(
             *parsed,
             sources.alias("_src"),
-            row_hash.alias("_row_hash"),
-            F.filter(F.array(*reasons), lambda r: r.isNotNull()).alias(ACCEPTED),
+            _row_digest(table.names).alias("_row_hash"),
+            F.concat_ws(SEPARATOR, *reasons).alias(ACCEPTED),
         )
 
     return transform
@@ -86,8 +109,10 @@ def add_reason(condition: Column, code: str, detail: str) -> Callable[[DataFrame
 
     def transform(frame: DataFrame) -> DataFrame:
         hit = F.coalesce(condition, F.lit(False))
-        extra = F.struct(F.lit(code).alias("code"), F.lit(detail).alias("detail"))
-        return frame.withColumn(ACCEPTED, F.when(hit, F.concat(ACCEPTED, F.array(extra))).otherwise(F.col(ACCEPTED)))
+        reasons = F.col(ACCEPTED)
+        extra = f"{code}:{detail}"
+        appended = F.when(reasons == "", F.lit(extra)).otherwise(F.concat(reasons, F.lit(SEPARATOR + extra)))
+        return frame.withColumn(ACCEPTED, F.when(hit, appended).otherwise(reasons))
 
     return transform
 
@@ -99,11 +124,12 @@ def flag_duplicates(table: Table) -> Callable[[DataFrame], DataFrame]:
     def transform(frame: DataFrame) -> DataFrame:
         if not table.key:
             return frame
-        by_key = Window.partitionBy(*table.key)
-        by_row = Window.partitionBy(*table.key, "_row_hash").orderBy("_row_hash")
-        keyed = frame.withColumn("_versions", F.size(F.collect_set("_row_hash").over(by_key))).withColumn(
-            "_copy", F.row_number().over(by_row)
-        )
+        # One sort of the table by key and digest serves both questions: several digests under a
+        # key (its first and last differ), and which copy of an identical row this is.
+        by_key = Window.partitionBy(*table.key).orderBy("_row_hash")
+        whole_key = by_key.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+        digests = F.when(F.min("_row_hash").over(whole_key) == F.max("_row_hash").over(whole_key), 1).otherwise(2)
+        keyed = frame.withColumn("_versions", digests).withColumn("_copy", F.row_number().over(by_key))
         key_present = F.lit(True)
         for k in table.key:
             key_present = key_present & F.col(k).isNotNull()
@@ -159,28 +185,26 @@ class Ingested:
 
 
 def _accepted(frame: DataFrame, table: Table) -> DataFrame:
-    return frame.where(F.size(ACCEPTED) == 0).select(*table.names)
+    return frame.where(is_accepted()).select(*table.names)
 
 
 def _rejected(frame: DataFrame, table: Table, run_id: str, as_of: dt.date) -> DataFrame:
     def src(name: str) -> Column:
-        return F.col("_src").getField(name)
+        return F.col("_src").getField(name).cast("string")
 
     key = F.concat_ws("|", *[src(k) for k in table.key]) if table.key else F.lit(None)
     masked = F.to_json(
         F.struct(*[(mask_column(c.name, src(c.name)) if c.pii else src(c.name)).alias(c.name) for c in table.columns]),
         {"ignoreNullFields": "false"},
     )
-    unmasked = F.to_json(F.col("_src"), {"ignoreNullFields": "false"})
+    unmasked = F.to_json(F.struct(*[src(c).alias(c) for c in table.names]), {"ignoreNullFields": "false"})
     occurrence = F.row_number().over(Window.partitionBy("_row_hash").orderBy("_row_hash"))
-    return frame.where(F.size(ACCEPTED) > 0).select(
+    return frame.where(~is_accepted()).select(
         F.lit(as_of).alias("as_of_date"),
         F.lit(run_id).alias("run_id"),
         F.lit(table.name).alias("source_table"),
-        F.col(ACCEPTED)[0]["code"].alias("reason_code"),
-        F.array_join(F.transform(ACCEPTED, lambda r: F.concat(r["code"], F.lit(":"), r["detail"])), "; ").alias(
-            "reason_detail"
-        ),
+        F.substring_index(ACCEPTED, ":", 1).alias("reason_code"),
+        F.col(ACCEPTED).alias("reason_detail"),
         key.alias("record_key"),
         masked.alias("raw_record"),
         # Identical copies of a row get the same digest; the occurrence number keeps them apart.
@@ -206,7 +230,7 @@ def ingest(
 
     def finish(table: Table) -> DataFrame:
         # Accepted rows drop their raw text before caching; refused rows keep it for quarantine.
-        frame = checked[table.name].withColumn("_src", F.when(F.size(ACCEPTED) > 0, F.col("_src")))
+        frame = checked[table.name].withColumn("_src", F.when(~is_accepted(), F.col("_src")))
         checked[table.name] = hold(frame)
         return checked[table.name]
 
@@ -216,7 +240,7 @@ def ingest(
     # A parent must be an accepted branch: refused branches take their subtree with them, one
     # level of the hierarchy per pass.
     branches = checked[BRANCHES.name]
-    valid = branches.where(F.size(ACCEPTED) == 0).select("branch_id", "parent_id")
+    valid = branches.where(is_accepted()).select("branch_id", "parent_id")
     for _ in BRANCH_LEVELS:
         parents = valid.select(F.col("branch_id").alias("_up"))
         valid = (
@@ -248,19 +272,22 @@ def ingest(
         )
     )
     loans = finish(LOANS)
-    good_loans = _accepted(loans, LOANS).select(F.col("loan_id").alias("_good"), "disbursement_date")
-    delivered = loans.where(F.col("loan_id").isNotNull()).select(F.col("loan_id").alias("_seen")).distinct()
+    # One row per delivered loan id: whether a copy was accepted, and its disbursement date. One
+    # join per child table answers both "unknown" and "quarantined".
+    loan_status = (
+        loans.where(F.col("loan_id").isNotNull())
+        .groupBy(F.col("loan_id").alias("_seen"))
+        .agg(
+            F.max(is_accepted()).alias("_good"),
+            F.max(F.when(is_accepted(), F.col("disbursement_date"))).alias("disbursement_date"),
+        )
+    )
     for child in LOAN_CHILDREN:
         frame = checked[child.name]
         frame = (
-            frame.join(good_loans, frame["loan_id"] == good_loans["_good"], "left")
-            .join(delivered, frame["loan_id"] == delivered["_seen"], "left")
+            frame.join(loan_status, frame["loan_id"] == loan_status["_seen"], "left")
             .transform(
-                add_reason(
-                    F.col("loan_id").isNotNull() & F.col("_good").isNull() & F.col("_seen").isNotNull(),
-                    "LOAN_QUARANTINED",
-                    "loan_id",
-                )
+                add_reason(F.col("loan_id").isNotNull() & ~F.col("_good"), "LOAN_QUARANTINED", "loan_id")
             )
             .transform(add_reason(F.col("loan_id").isNotNull() & F.col("_seen").isNull(), "UNKNOWN_LOAN", "loan_id"))
         )
@@ -277,7 +304,7 @@ def checked_counts(ingested: Ingested, name: str) -> tuple[int, int]:
     """(accepted, quarantined) rows of one table, in one pass over its checked rows."""
     row = (
         ingested.checked[name]
-        .agg(F.count(F.lit(1)).alias("rows"), F.sum((F.size(ACCEPTED) == 0).cast("long")).alias("accepted"))
+        .agg(F.count(F.lit(1)).alias("rows"), F.sum(is_accepted().cast("long")).alias("accepted"))
         .first()
     )
     rows, accepted = (int(row["rows"]), int(row["accepted"] or 0)) if row else (0, 0)

@@ -160,13 +160,21 @@ def conform(frame: DataFrame, table: Table) -> DataFrame:
     return frame.select(*[fit(c) for c in table.columns])
 
 
-def table_version(spark: SparkSession, lake: Path, table: Table) -> int:
-    row = spark.sql(f"DESCRIBE HISTORY delta.`{table_path(lake, table)}` LIMIT 1").select("version").first()
-    return int(row["version"]) if row else 0
+@dataclass(frozen=True)
+class Written:
+    """One date written to a table: the commit's version and the rows it holds for the date."""
+
+    version: int
+    rows: int
 
 
-def write_date(spark: SparkSession, frame: DataFrame, lake: Path, table: Table, as_of: dt.date) -> int:
-    """Replace the business date's rows of a date-partitioned table in one commit; its version."""
+def write_date(spark: SparkSession, frame: DataFrame, lake: Path, table: Table, as_of: dt.date) -> Written:
+    """Replace the business date's rows of a date-partitioned table in one commit.
+
+    The rows come from the commit's own metrics (what the write put in the new files), so the
+    ledger's counts cost no second read of the table; the run holds the lake lock, so the latest
+    commit is this one.
+    """
     create_table(spark, lake, table)
     (
         conform(frame, table)
@@ -175,7 +183,19 @@ def write_date(spark: SparkSession, frame: DataFrame, lake: Path, table: Table, 
         .option("replaceWhere", f"as_of_date = '{as_of.isoformat()}'")
         .save(table_path(lake, table))
     )
-    return table_version(spark, lake, table)
+    commit = (
+        spark.sql(f"DESCRIBE HISTORY delta.`{table_path(lake, table)}` LIMIT 1")
+        .select("version", "operationMetrics")
+        .first()
+    )
+    assert commit is not None, f"{table.name}: no commit after the write"
+    written = (commit["operationMetrics"] or {}).get("numOutputRows")
+    if written is None:
+        # Metrics switched off (spark.databricks.delta.history.metricsEnabled): count the date.
+        rows = read_table(spark, lake, table).where(F.col("as_of_date") == F.lit(as_of)).count()
+    else:
+        rows = int(written)
+    return Written(version=int(commit["version"]), rows=rows)
 
 
 def read_table(spark: SparkSession, lake: Path, table: Table, version: int | None = None) -> DataFrame:
@@ -261,11 +281,6 @@ def history(spark: SparkSession, lake: Path, table: Table, start: dt.date, end: 
     for frame in frames[1:]:
         result = result.unionByName(frame)
     return result
-
-
-def date_counts(spark: SparkSession, lake: Path, tables: list[Table], as_of: dt.date) -> dict[str, int]:
-    """Rows each table holds for the date (read back after the write, from the files)."""
-    return {t.name: read_table(spark, lake, t).where(F.col("as_of_date") == F.lit(as_of)).count() for t in tables}
 
 
 def ledger_rows(spark: SparkSession, lake: Path) -> list[dict[str, Any]]:

@@ -266,8 +266,9 @@ def run_nightly(
             with report.timed("write"):
                 say("write: Delta tables")
                 for table, frame in outputs.items():
-                    report.table_versions[table.name] = io.write_date(spark, frame, lake, table, as_of)
-                report.output_rows = io.date_counts(spark, lake, list(outputs), as_of)
+                    written = io.write_date(spark, frame, lake, table, as_of)
+                    report.table_versions[table.name] = written.version
+                    report.output_rows[table.name] = written.rows
             report.status = "SUCCEEDED"
             io.append_ledger(
                 spark,
