@@ -9,6 +9,7 @@ FAILED row in the ledger, and readers never serve a date whose run did not succe
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import subprocess
 import sys
 import time
@@ -179,6 +180,27 @@ def run_nightly(
     `stages` are the stages after classification; the nightly job runs them all (a benchmark may
     build history with the core alone).
     """
+    try:
+        return _run_night(spark, config, as_of, landing, lake, run_id, progress, stages)
+    finally:
+        # py4j keeps every JVM handle in a reference cycle (object <-> its cached methods), so the
+        # night's DataFrames -- and through them each broadcast join's hash table, a whole memory
+        # page apiece -- stay alive in the driver until Python's cycle collector happens to run.
+        # Measured: one test night left 1 GB of a 2 GB driver heap behind; collected, 120 MB. A
+        # backfill or a test session runs many nights in one driver, so collect after each.
+        gc.collect()
+
+
+def _run_night(
+    spark: SparkSession,
+    config: AppConfig,
+    as_of: dt.date,
+    landing: Path,
+    lake: Path,
+    run_id: str | None,
+    progress: Callable[[str], None] | None,
+    stages: tuple[Stage, ...],
+) -> RunReport:
     say = progress or (lambda _msg: None)
     run_id = run_id or f"{as_of:%Y%m%d}-{uuid.uuid4().hex[:10]}"
     report = RunReport(run_id=run_id, as_of=as_of)

@@ -24,7 +24,10 @@ def spark() -> Iterator[SparkSession]:
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
             "spark.ui.enabled": "false",
-            "spark.driver.memory": "2g",
+            "spark.driver.memory": "3g",
+            # A broadcast join's hash table takes a whole page in local mode (32 MB by default at
+            # this heap size) however small the table; a night holds dozens until it ends.
+            "spark.buffer.pageSize": "2m",
             "spark.sql.adaptive.enabled": "false",
             "spark.databricks.delta.snapshotPartitions": "2",
             "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
