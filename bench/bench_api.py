@@ -216,8 +216,8 @@ class Trace:
         self.latency.append(latency)
         self.kind.append(index)
         self.failed.append(error is not None)
-        if error is not None and len(self.error_samples) < 5:
-            self.error_samples.append(f"{kind}: {error}")
+        if error is not None and sum(e.startswith(f"{kind}: ") for e in self.error_samples) < 3:
+            self.error_samples.append(f"{kind}: {error}")  # the first three of each kind
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[bytes, bytes]:
