@@ -39,6 +39,7 @@ import math
 import os
 import random
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -355,8 +356,6 @@ def run_load(
 
 def bench_conf(conf: Path, cache_mb: int | None, workers: int | None) -> Path:
     """A copy of the configuration folder with the benchmark's API overrides."""
-    import shutil
-
     import yaml
 
     folder = Path(tempfile.mkdtemp(prefix="bench-conf-"))
@@ -1202,27 +1201,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scale":
         scale(args.source, args.loans, args.out, args.as_of, args.append)
         return 0
-    if args.command == "load":
+    if args.command in ("load", "soak"):
         conf = bench_conf(args.conf, args.cache_mb, args.workers)
-        results = load(args.lake, args.seconds, args.connections, args.max_requests, args.port, conf, args.rate)
-    elif args.command == "soak":
-        conf = bench_conf(args.conf, args.cache_mb, args.workers)
-        results = soak(
-            lake=args.lake,
-            conf=conf,
-            port=args.port,
-            minutes=args.minutes,
-            connections=args.connections,
-            max_requests=args.max_requests,
-            rate=args.rate or None,
-            mix_weights=args.mix,
-            detail_pool=args.detail_pool,
-            sample_seconds=args.sample_seconds,
-            poll_seconds=args.poll_seconds,
-            window_seconds=args.window_seconds,
-            warmup_seconds=args.warmup_seconds,
-            stop_after_swaps=args.stop_after_swaps,
-        )
+        try:
+            results = serve_and_measure(args, conf)
+        finally:
+            shutil.rmtree(conf, ignore_errors=True)
     else:
         results = engines(args.lake, args.repeat)
     text = json.dumps(results, indent=2)
@@ -1231,6 +1215,27 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n", encoding="utf-8")
     return 0
+
+
+def serve_and_measure(args: argparse.Namespace, conf: Path) -> dict[str, Any]:
+    if args.command == "load":
+        return load(args.lake, args.seconds, args.connections, args.max_requests, args.port, conf, args.rate)
+    return soak(
+        lake=args.lake,
+        conf=conf,
+        port=args.port,
+        minutes=args.minutes,
+        connections=args.connections,
+        max_requests=args.max_requests,
+        rate=args.rate or None,
+        mix_weights=args.mix,
+        detail_pool=args.detail_pool,
+        sample_seconds=args.sample_seconds,
+        poll_seconds=args.poll_seconds,
+        window_seconds=args.window_seconds,
+        warmup_seconds=args.warmup_seconds,
+        stop_after_swaps=args.stop_after_swaps,
+    )
 
 
 if __name__ == "__main__":
