@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -223,6 +224,15 @@ class DateData:
         return None if rows is None else TableData(contract, rows, order)
 
 
+# Per-loan scans (a loan's history on dates not in memory, its class changes) read a whole date's
+# files unless their layout lets the scan skip row groups: hundreds of MB of Arrow buffers and
+# seconds of CPU each at 1M loans. A request that runs out of time cannot stop its worker thread,
+# so without a bound abandoned scans piled up: the soak (docs/api.md, Soak) saw the server grow to
+# 11 GB within three minutes of loan-detail traffic. At most SCAN_SLOTS scans run at once (the
+# machine's cores), and a scan whose request has run out of time is never started.
+SCAN_SLOTS = 2
+
+
 class LakeReader:
     """Serves the lake's SUCCEEDED runs; see the module docstring for pinning and swapping."""
 
@@ -235,6 +245,14 @@ class LakeReader:
         self._refresh_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lake-load")
         self.loads = 0  # dates loaded so far (observability and tests)
+        # The newest date while it loads for the next catalog: the LRU must not pick it as the
+        # victim because the current catalog's latest is still the older one (with
+        # resident_dates 1 it did, and two dates stayed in memory after every other swap).
+        self._publishing: tuple[str, str] | None = None
+        self._scan_slots = threading.BoundedSemaphore(SCAN_SLOTS)
+        self._scans_running = 0
+        self.scans = 0  # per-loan scans started (observability and tests)
+        self.scans_peak = 0  # most per-loan scans running at once
 
     # ------------------------------------------------------------------------------------------
     def catalog(self) -> Catalog:
@@ -254,8 +272,12 @@ class LakeReader:
             catalog = build_catalog(version, ledger.to_pyarrow_table().to_pylist())
             if catalog.latest_date is not None:
                 newest = catalog.served[catalog.latest_date]
-                future = self.date_data(newest)
-                future.result()  # load before publishing; a failure keeps the previous catalog
+                self._publishing = newest.key
+                try:
+                    future = self.date_data(newest)
+                    future.result()  # load before publishing; a failure keeps the previous catalog
+                finally:
+                    self._publishing = None
                 catalog = replace(catalog, loaded={newest.key: future})
             previous = self._catalog
             self._catalog = catalog
@@ -306,8 +328,9 @@ class LakeReader:
             for key in list(self._resident):
                 if key not in served_keys and self._catalog.ledger_version >= 0 and self._resident[key].done():
                     del self._resident[key]  # replaced by a rerun
+            spared = {keep.key if keep is not None else None, self._publishing}
             while len(self._resident) > self.settings.resident_dates:
-                victim = next((k for k in self._resident if keep is None or k != keep.key), None)
+                victim = next((k for k in self._resident if k not in spared), None)
                 if victim is None:
                     break
                 del self._resident[victim]
@@ -332,9 +355,25 @@ class LakeReader:
         rows = table.to_pyarrow_table(partitions=partitions, filters=filters or None)
         return normalise(rows, contract)
 
-    def scan_loan(self, contract: Table, run: Run, loan_id: str) -> pa.Table | None:
-        """One loan's rows of a table for the run's date, without loading the whole date."""
-        return self.read(contract, run, filters=[("loan_id", "=", loan_id)])
+    def scan_loan(self, contract: Table, run: Run, loan_id: str, deadline: float | None = None) -> pa.Table | None:
+        """One loan's rows of a table for the run's date, without loading the whole date. Waits
+        for one of SCAN_SLOTS; raises TimeoutError, without reading, when `deadline`
+        (time.monotonic()) passes first."""
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and (wait <= 0 or not self._scan_slots.acquire(timeout=wait)):
+            raise TimeoutError("no time left for a per-loan scan")
+        if wait is None:
+            self._scan_slots.acquire()
+        try:
+            with self._lock:
+                self.scans += 1
+                self._scans_running += 1
+                self.scans_peak = max(self.scans_peak, self._scans_running)
+            return self.read(contract, run, filters=[("loan_id", "=", loan_id)])
+        finally:
+            with self._lock:
+                self._scans_running -= 1
+            self._scan_slots.release()
 
 
 def normalise(rows: pa.Table, contract: Table) -> pa.Table:

@@ -9,15 +9,18 @@ from typing import Any
 
 import anyio
 import numpy as np
+import pyarrow as pa
 import strawberry
 
 from api.context import Context
+from api.errors import TimeBudgetExceeded
 from api.fields import resolver
 from api.lake import DateData, Run
 from api.portfolio import RiskClass
 from api.relay import Connection, paginate
 from api.store import LoanFilterValues
 from jobs.masking import mask_value
+from schemas.base import Table
 from schemas.lake import CLASSIFICATION_HISTORY, LOAN_SNAPSHOT
 
 LOAN_CURSOR = "loans"
@@ -204,7 +207,7 @@ class Loan:
         changes: list[ClassificationChange] = []
         for run in (ctx.catalog.served[d] for d in ctx.catalog.dates):
             ctx.check_time()
-            rows = await anyio.to_thread.run_sync(ctx.reader.scan_loan, CLASSIFICATION_HISTORY, run, str(self.loan_id))
+            rows = await scan_loan(ctx, CLASSIFICATION_HISTORY, run, str(self.loan_id))
             for row in rows.to_pylist() if rows is not None else []:
                 if not visible(row.get("branch_path"), ctx.caller.scope):
                     continue
@@ -228,6 +231,15 @@ def visible(path: Sequence[str] | None, scope: str | None) -> bool:
     return scope is None or (path is not None and scope in path)
 
 
+async def scan_loan(ctx: Context, contract: Table, run: Run, loan_id: str) -> pa.Table | None:
+    """A per-loan scan in a worker thread, given up (never started) once the request is out of time."""
+    try:
+        return await anyio.to_thread.run_sync(ctx.reader.scan_loan, contract, run, loan_id, ctx.deadline)
+    except TimeoutError:
+        budget = ctx.settings.limits.time_budget_ms
+        raise TimeBudgetExceeded(f"the request used up its time budget of {budget} ms") from None
+
+
 async def loan_row(ctx: Context, run: Run, loan_id: str) -> dict[str, Any] | None:
     """The loan's snapshot row on the run's date if the caller may see it: from memory when the
     date is resident, else a predicate scan of that version (no whole-date load)."""
@@ -238,7 +250,7 @@ async def loan_row(ctx: Context, run: Run, loan_id: str) -> dict[str, Any] | Non
         if i is None or not book.visible(i, ctx.caller.scope):
             return None
         return book.rows([i])[0]
-    rows = await anyio.to_thread.run_sync(ctx.reader.scan_loan, LOAN_SNAPSHOT, run, loan_id)
+    rows = await scan_loan(ctx, LOAN_SNAPSHOT, run, loan_id)
     if rows is None or rows.num_rows == 0:
         return None
     found: dict[str, Any] = rows.slice(0, 1).to_pylist()[0]

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api.lake import SCAN_SLOTS
 from api.settings import ApiSettings, LakeSettings
 from schemas.lake import LOAN_SNAPSHOT
 from schemas.metrics import PORTFOLIO_METRICS
@@ -102,6 +103,20 @@ def test_a_new_business_date_becomes_the_default(lake: Path) -> None:
     )
 
 
+def test_a_swap_keeps_only_the_new_date_when_one_date_is_resident(lake: Path) -> None:
+    client = InProcess(lake, ApiSettings(lake=LakeSettings(resident_dates=1)))
+    reader = client.state.reader
+    day, run = max(serving_runs(lake).items())
+    table = read_date(lake, "loan_snapshot", run)
+    assert table is not None
+    for months in (1, 2):  # two swaps: the eviction once kept the older date on every other one
+        new_day = day + dt.timedelta(days=31 * months)
+        succeed_run(lake, new_day, write_book(lake, new_day, table.to_pylist()[:10], run["table_versions"]))
+        assert reader.refresh()
+        assert reader.resident() == [reader.catalog().served[new_day].key]
+        assert client.data(TOTAL)["portfolio"][0]["loanCount"] == 10
+
+
 def test_older_dates_are_loaded_on_demand_and_evicted(lake: Path) -> None:
     client = InProcess(lake, ApiSettings(lake=LakeSettings(resident_dates=1)))
     reader = client.state.reader
@@ -119,6 +134,61 @@ def test_older_dates_are_loaded_on_demand_and_evicted(lake: Path) -> None:
     result = client.run(f'{{ portfolio(groupBy: HQ, asOf: "{DATES[0]}") {{ loanCount }} }}', context=ctx)
     assert [e.extensions["code"] for e in result.errors] == ["TIME_BUDGET_EXCEEDED"]
     assert client.data(f'{{ portfolio(groupBy: HQ, asOf: "{DATES[0]}") {{ loanCount }} }}')["portfolio"]
+
+
+LOAN_DETAIL = """query($id: ID!) { loan(loanId: $id) { loanId history { asOfDate dpd }
+  classificationChanges { asOfDate toClass } } }"""
+
+
+def test_per_loan_scans_are_bounded_and_given_up_at_the_deadline(api_lake: Path) -> None:
+    """A loan's history on dates not in memory and its class changes are predicate scans of the
+    lake. At most SCAN_SLOTS run at once, and a scan whose request ran out of time is never
+    started: abandoned scans once piled up in worker threads (the soak, docs/api.md)."""
+    client = InProcess(api_lake, ApiSettings(lake=LakeSettings(resident_dates=1)))
+    reader = client.state.reader
+    try:
+        runs = serving_runs(api_lake)
+        run = reader.catalog().served[DATES[0]]
+        assert run.key not in reader.resident()
+        older, latest = (read_date(api_lake, "loan_snapshot", runs[day]) for day in DATES)
+        assert older is not None and latest is not None
+        dpd = dict(zip(older["loan_id"].to_pylist(), older["dpd"].to_pylist(), strict=True))
+        ids = sorted(set(dpd) & set(latest["loan_id"].to_pylist()))[:8]  # on the book on both dates
+
+        with pytest.raises(TimeoutError):
+            reader.scan_loan(LOAN_SNAPSHOT, run, ids[0], deadline=time.monotonic() - 1)
+        assert reader.scans == 0
+
+        found: dict[str, list[str]] = {}
+
+        def scan(loan_id: str) -> None:
+            rows = reader.scan_loan(LOAN_SNAPSHOT, run, loan_id, deadline=time.monotonic() + 600)
+            found[loan_id] = [] if rows is None else rows["loan_id"].to_pylist()
+
+        threads = [threading.Thread(target=scan, args=(i,)) for i in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert found == {i: [i] for i in ids}
+        assert reader.scans == len(ids) and 1 <= reader.scans_peak <= SCAN_SLOTS
+
+        # Every slot busy (scans of other requests): a loan's detail gives up when its budget
+        # runs out, with the budget's error, and starts no scan.
+        for _ in range(SCAN_SLOTS):
+            reader._scan_slots.acquire()
+        try:
+            started = reader.scans
+            result = client.run(LOAN_DETAIL, HQ, {"id": ids[0]}, budget_s=0.5)
+            assert result.errors and {e.extensions["code"] for e in result.errors} == {"TIME_BUDGET_EXCEEDED"}
+            assert reader.scans == started
+        finally:
+            for _ in range(SCAN_SLOTS):
+                reader._scan_slots.release()
+        history = client.data(LOAN_DETAIL, HQ, {"id": ids[0]})["loan"]["history"]
+        assert {d["asOfDate"]: d["dpd"] for d in history}[DATES[0].isoformat()] == dpd[ids[0]]
+    finally:
+        reader.close()
 
 
 def test_the_server_picks_up_a_new_run_without_restart_or_failed_requests(lake: Path) -> None:
