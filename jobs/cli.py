@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
         "--spark-profile", default=None, help="Spark settings under conf/spark/ (overrides conf): local or cluster"
     )
 
+    bundle = sub.add_parser("bundle", help="write the zip of the batch's code for spark-submit --py-files")
+    bundle.add_argument("--out", type=Path, default=Path("dist/postloan-jobs.zip"), help="zip file to write")
+
     demo = sub.add_parser("demo", help="generate a sample book, run the batch, serve the API")
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="where landing/ and lake/ go")
     demo.add_argument("--loans", type=int, default=20000)
@@ -110,6 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_dates_command(
                 dates, args.landing, args.lake, args.conf, args.profile, spark_profile=args.spark_profile
             )
+        if args.command == "bundle":
+            from jobs.bundle import build_py_files
+
+            print(build_py_files(args.out))
+            return 0
         if args.command == "demo":
             from jobs.pipeline import run_demo
 

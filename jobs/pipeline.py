@@ -9,6 +9,7 @@ FAILED row in the ledger, and readers never serve a date whose run did not succe
 from __future__ import annotations
 
 import datetime as dt
+import pkgutil
 import subprocess
 import sys
 import time
@@ -71,7 +72,17 @@ class RunReport:
         self.timings[stage] = round(time.perf_counter() - start, 3)
 
 
+# Written into a --py-files bundle by `postloan bundle` (jobs/bundle.py): no git beside a zip.
+CODE_VERSION_FILE = "code_version.txt"
+
+
 def code_version() -> str:
+    try:
+        stamped = pkgutil.get_data("jobs", CODE_VERSION_FILE)
+    except OSError:
+        stamped = None
+    if stamped:
+        return stamped.decode("utf-8").strip()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
