@@ -9,7 +9,7 @@ JARS    := jars/lib/.fetched
 # The GraphQL-over-HTTP conformance audit (graphql-http, Node) that the API tests run.
 AUDIT   := api/audit/node_modules/.package-lock.json
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bundle clean
 
 setup: $(STAMP) $(JARS) $(AUDIT)
 
@@ -40,5 +40,9 @@ test: lint
 bench: setup
 	$(BIN)/python bench/bench_nightly.py --loans 100000
 
+# The code for spark-submit --py-files (docs/cluster.md).
+bundle: $(STAMP)
+	$(BIN)/postloan bundle --out dist/postloan-jobs.zip
+
 clean:
-	rm -rf $(VENV) jars/lib api/audit/node_modules demo
+	rm -rf $(VENV) jars/lib api/audit/node_modules demo dist

@@ -13,6 +13,9 @@ A long history can be seeded on a busy machine and the measured date run later o
 
 `--history-only` keeps the book and lake and stops before --as-of; `--resume` reuses them (no
 generation) and skips the dates the ledger already shows SUCCEEDED, except --as-of itself.
+`--event-log DIR` turns on Spark's event log and prints, per step of the --as-of run, the bytes
+read, shuffled and spilled and the largest task's execution memory (what docs/cluster.md sizes
+executors from).
 Prints generation time, each stage's wall time, loans per second and peak memory (resident set
 of this process and the Spark JVM together, sampled every 0.2 s). Figures go to docs/benchmarks.md.
 Nothing here is a test: the suite never asserts on time.
@@ -22,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import shutil
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import psutil
@@ -71,6 +76,44 @@ def lake_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+class StepMarks:
+    """When each step of a run began (its progress lines), to attribute Spark stages to steps."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, str]] = [(time.time() * 1000, "setup")]
+
+    def __call__(self, message: str) -> None:
+        self.marks.append((time.time() * 1000, message.split(":")[0]))
+
+    def step_at(self, millis: float) -> str | None:
+        if millis < self.marks[0][0]:
+            return None  # a stage of an earlier date
+        return [name for start, name in self.marks if start <= millis][-1]
+
+
+def shuffle_profile(event_dir: Path, marks: StepMarks) -> dict[str, dict[str, float]]:
+    """Per step: MB read from files, shuffled (written), spilled, and the largest task's peak
+    execution memory, from the event log of this application."""
+    submitted: dict[int, float] = {}
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for path in sorted(event_dir.iterdir()):
+        for line in path.open(encoding="utf-8"):
+            event = json.loads(line)
+            if event["Event"] == "SparkListenerStageSubmitted":
+                submitted[event["Stage Info"]["Stage ID"]] = event["Stage Info"].get("Submission Time", 0)
+            elif event["Event"] == "SparkListenerTaskEnd" and event.get("Task Metrics"):
+                step = marks.step_at(submitted.get(event["Stage ID"], 0))
+                if step is None:
+                    continue
+                m, row = event["Task Metrics"], totals[step]
+                row["tasks"] += 1
+                row["input_mb"] += m["Input Metrics"]["Bytes Read"] / 2**20
+                row["shuffle_write_mb"] += m["Shuffle Write Metrics"]["Shuffle Bytes Written"] / 2**20
+                row["spill_disk_mb"] += m["Disk Bytes Spilled"] / 2**20
+                row["max_task_peak_mb"] = max(row["max_task_peak_mb"], m["Peak Execution Memory"] / 2**20)
+    return {step: {k: round(v, 1) for k, v in row.items()} for step, row in totals.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loans", type=int, default=100_000)
@@ -83,6 +126,7 @@ def main() -> None:
     parser.add_argument("--core-history", action="store_true", help="earlier dates: core stages only")
     parser.add_argument("--history-only", action="store_true", help="stop before --as-of; keep book and lake")
     parser.add_argument("--resume", action="store_true", help="reuse the kept book and lake; skip dates done")
+    parser.add_argument("--event-log", type=Path, default=None, help="Spark event log folder: print bytes per step")
     args = parser.parse_args()
 
     work = args.workdir / f"{args.loans}"
@@ -91,8 +135,19 @@ def main() -> None:
     landing, lake = work / "landing", work / "lake"
     config = load_config(args.conf)
     results: dict[str, object] = {"loans": args.loans, "as_of": args.as_of.isoformat()}
+    spark_settings = config.spark
+    if args.event_log is not None:
+        args.event_log.mkdir(parents=True, exist_ok=True)
+        logged = {
+            "spark.eventLog.enabled": "true",
+            "spark.eventLog.dir": str(args.event_log.resolve()),
+            "spark.eventLog.compress": "false",
+            "spark.eventLog.rolling.enabled": "false",
+        }
+        spark_settings = dataclasses.replace(spark_settings, conf={**spark_settings.conf, **logged})
+    marks = StepMarks()
     with PeakMemory() as memory:
-        spark = build_session(config.spark)
+        spark = build_session(spark_settings)
         if not args.resume:
             start = time.perf_counter()
             counts = generate_landing(spark, args.loans, args.as_of, args.seed, landing, "parquet")
@@ -110,7 +165,10 @@ def main() -> None:
         for day in dates:
             start = time.perf_counter()
             core_only = args.core_history and day != args.as_of
-            report = run_nightly(spark, config, day, landing, lake, stages=() if core_only else STAGES)
+            if day == args.as_of:
+                marks = StepMarks()
+            stages = () if core_only else STAGES
+            report = run_nightly(spark, config, day, landing, lake, progress=marks, stages=stages)
             seconds = time.perf_counter() - start
             results[f"nightly_{day}"] = {
                 "seconds": round(seconds, 1),
@@ -121,6 +179,8 @@ def main() -> None:
             }
             print(json.dumps({str(day): results[f"nightly_{day}"]}, default=str), flush=True)
         spark.stop()
+    if args.event_log is not None:
+        results["per_step"] = shuffle_profile(args.event_log, marks)
     results["peak_rss_gb"] = round(memory.peak / 2**30, 2)
     results["lake_mb"] = round(lake_size(lake) / 2**20, 1)
     print(json.dumps(results, indent=2, default=str))

@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     nightly.add_argument("--lake", type=Path, required=True, help="lake folder (Delta tables)")
     nightly.add_argument("--conf", type=Path, default=DEFAULT_CONF, help="configuration folder")
     nightly.add_argument("--profile", default=None, help="rule profile (overrides conf)")
+    nightly.add_argument(
+        "--spark-profile", default=None, help="Spark settings under conf/spark/ (overrides conf): local or cluster"
+    )
 
     backfill = sub.add_parser("backfill", help="rerun the nightly batch for every date of a range, in order")
     backfill.add_argument("--from", dest="start", type=_date, required=True, help="first business date YYYY-MM-DD")
@@ -48,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--lake", type=Path, required=True, help="lake folder (Delta tables)")
     backfill.add_argument("--conf", type=Path, default=DEFAULT_CONF, help="configuration folder")
     backfill.add_argument("--profile", default=None, help="rule profile (overrides conf)")
+    backfill.add_argument(
+        "--spark-profile", default=None, help="Spark settings under conf/spark/ (overrides conf): local or cluster"
+    )
+
+    bundle = sub.add_parser("bundle", help="write the zip of the batch's code for spark-submit --py-files")
+    bundle.add_argument("--out", type=Path, default=Path("dist/postloan-jobs.zip"), help="zip file to write")
 
     demo = sub.add_parser("demo", help="generate a sample book, run the batch, serve the API")
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="where landing/ and lake/ go")
@@ -87,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "nightly":
             from jobs.pipeline import run_nightly_command
 
-            return run_nightly_command(args.as_of, args.landing, args.lake, args.conf, args.profile)
+            return run_nightly_command(
+                args.as_of, args.landing, args.lake, args.conf, args.profile, spark_profile=args.spark_profile
+            )
         if args.command == "backfill":
             from jobs.pipeline import backfill_dates, run_dates_command
 
@@ -99,7 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not dates:
                 print(f"postloan: no {args.every} date between {args.start} and {args.end}", file=sys.stderr)
                 return 2
-            return run_dates_command(dates, args.landing, args.lake, args.conf, args.profile)
+            return run_dates_command(
+                dates, args.landing, args.lake, args.conf, args.profile, spark_profile=args.spark_profile
+            )
+        if args.command == "bundle":
+            from jobs.bundle import build_py_files
+
+            print(build_py_files(args.out))
+            return 0
         if args.command == "demo":
             from jobs.pipeline import run_demo
 

@@ -284,8 +284,12 @@ def _check_override(raw: Any, file: Path, index: int) -> OverrideRule:
     return OverrideRule(rule.tier1_branch, rule.product, checked)
 
 
-def load_config(conf_dir: str | Path, profile: str | None = None) -> AppConfig:
-    """Read conf/postloan.yaml and the files it names; refuse anything that does not fit."""
+def load_config(conf_dir: str | Path, profile: str | None = None, spark_profile: str | None = None) -> AppConfig:
+    """Read conf/postloan.yaml and the files it names; refuse anything that does not fit.
+
+    `profile` and `spark_profile` replace the rule profile and the Spark settings file the conf
+    names, so one reviewed conf folder serves a local run and a spark-submit alike.
+    """
     root = Path(conf_dir)
     main_file = root / "postloan.yaml"
     raw = _read_yaml(main_file)
@@ -321,8 +325,12 @@ def load_config(conf_dir: str | Path, profile: str | None = None) -> AppConfig:
             raise ConfigError(holidays_file, "holidays", "is required (a list of dates)")
         holidays = tuple(sorted(_convert(holidays_raw["holidays"], tuple[dt.date, ...], holidays_file, "holidays")))
 
-    spark_name = raw.get("spark", "local")
+    spark_name = spark_profile or raw.get("spark", "local")
+    if not isinstance(spark_name, str):
+        raise ConfigError(main_file, "spark", "expected a Spark settings name")
     spark_file = root / "spark" / f"{spark_name}.yaml"
+    if not spark_file.is_file():
+        raise ConfigError(main_file, "spark", f"no Spark settings {spark_name!r} in {root / 'spark'}")
     spark = build(SparkSettings, _read_yaml(spark_file), spark_file)
 
     # A stage's section may sit in postloan.yaml or in a file of its own, conf/<section>.yaml.
@@ -340,6 +348,7 @@ def load_config(conf_dir: str | Path, profile: str | None = None) -> AppConfig:
     for path in sorted(p for p in root.rglob("*.yaml") if p.relative_to(root).as_posix() != "api.yaml"):
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
+    # The Spark settings chosen are left out: a run on a cluster applies the rules a local run does.
     digest.update(json.dumps({"profile": profile_name}).encode())
     return AppConfig(
         profile=rule_profile,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import pkgutil
 import subprocess
 import sys
 import time
@@ -72,7 +73,17 @@ class RunReport:
         self.timings[stage] = round(time.perf_counter() - start, 3)
 
 
+# Written into a --py-files bundle by `postloan bundle` (jobs/bundle.py): no git beside a zip.
+CODE_VERSION_FILE = "code_version.txt"
+
+
 def code_version() -> str:
+    try:
+        stamped = pkgutil.get_data("jobs", CODE_VERSION_FILE)
+    except OSError:
+        stamped = None
+    if stamped:
+        return stamped.decode("utf-8").strip()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
@@ -375,10 +386,12 @@ def print_report(report: RunReport, out: Any = None) -> None:
     print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items()), file=out)
 
 
-def run_nightly_command(as_of: dt.date, landing: Path, lake: Path, conf: Path, profile: str | None) -> int:
+def run_nightly_command(
+    as_of: dt.date, landing: Path, lake: Path, conf: Path, profile: str | None, spark_profile: str | None = None
+) -> int:
     """`postloan nightly`: exit 0 on success, 3 for unusable input, 4 when locked, 5 for output out
     of contract, 1 otherwise."""
-    return run_dates_command([as_of], landing, lake, conf, profile)
+    return run_dates_command([as_of], landing, lake, conf, profile, spark_profile)
 
 
 def backfill_dates(start: dt.date, end: dt.date, every: str) -> list[dt.date]:
@@ -393,7 +406,14 @@ def backfill_dates(start: dt.date, end: dt.date, every: str) -> list[dt.date]:
     raise ValueError(f"unknown backfill step {every!r} (day or month-end)")
 
 
-def run_dates_command(dates: list[dt.date], landing: Path, lake: Path, conf: Path, profile: str | None) -> int:
+def run_dates_command(
+    dates: list[dt.date],
+    landing: Path,
+    lake: Path,
+    conf: Path,
+    profile: str | None,
+    spark_profile: str | None = None,
+) -> int:
     """Run the batch for each date in order, in one Spark session, stopping at the first failure.
 
     Dates run oldest first because each run builds on the last successful one before it
@@ -403,7 +423,7 @@ def run_dates_command(dates: list[dt.date], landing: Path, lake: Path, conf: Pat
     from jobs.lock import RunLocked
     from jobs.spark import build_session
 
-    config = load_config(conf, profile)
+    config = load_config(conf, profile, spark_profile)
     spark = build_session(config.spark)
     for n, as_of in enumerate(dates, start=1):
         if len(dates) > 1:

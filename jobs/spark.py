@@ -1,8 +1,14 @@
-"""The SparkSession: Delta enabled, jars from jars/lib (fetched by Maven, see the Makefile)."""
+"""The SparkSession: Delta enabled, jars from jars/lib (fetched by Maven, see the Makefile).
+
+Run locally, the session is built from the Spark settings file the conf names (conf/spark/).
+Under spark-submit the JVM already runs with the submitted master, jars and resources; the
+settings file then only fills in what the submitter did not set (docs/cluster.md).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -21,21 +27,49 @@ def delta_jars() -> list[str]:
     return jars
 
 
+def under_spark_submit() -> bool:
+    """Whether spark-submit started this driver (its JVM is up before any session is built)."""
+    # spark-submit hands the Python driver its JVM's gateway port, on YARN and Kubernetes too;
+    # its launch scripts mark the environment they prepared.
+    return (
+        "PYSPARK_GATEWAY_PORT" in os.environ
+        or "SPARK_SUBMIT_OPTS" in os.environ
+        or os.environ.get("SPARK_ENV_LOADED") == "1"
+    )
+
+
+def submitted_keys() -> frozenset[str]:
+    """The settings spark-submit gave the driver's JVM (`--conf`, `--executor-memory`, ...)."""
+    from pyspark import SparkConf, SparkContext
+
+    # Connects to the JVM spark-submit started; SparkConf() then reads its submitted properties.
+    SparkContext._ensure_initialized()
+    return frozenset(key for key, _ in SparkConf().getAll())
+
+
+def profile_conf(settings: SparkSettings, submitted: Collection[str]) -> dict[str, str]:
+    """The settings file's values the submitter did not set: what was submitted wins, so one
+    settings file serves a 10k and a 100M-loan book, each sized at submit time."""
+    return {key: value for key, value in settings.conf.items() if key not in submitted}
+
+
 def build_session(settings: SparkSettings) -> SparkSession:
     """A session for local runs and tests; under spark-submit the submitted settings win."""
     builder = SparkSession.builder.appName(settings.app_name)
-    submitted = "SPARK_SUBMIT_OPTS" in os.environ or os.environ.get("SPARK_ENV_LOADED") == "1"
+    submitted = under_spark_submit()
     if settings.master and not submitted:
         builder = builder.master(settings.master)
     if not submitted:
         builder = builder.config("spark.jars", ",".join(delta_jars()))
+    conf = profile_conf(settings, submitted_keys()) if submitted else dict(settings.conf)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    # Not the submitter's to change: Delta is the lake's format, business dates are UTC dates.
     builder = (
         builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.session.timeZone", "UTC")
     )
-    for key, value in settings.conf.items():
-        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark

@@ -168,3 +168,17 @@ def test_configuration_hash_names_the_rules_not_the_api_settings(conf_copy: Path
     rules = conf / "inspections.yaml"
     rules.write_text(rules.read_text(encoding="utf-8") + "\n# any edit of a rules file does\n", "utf-8")
     assert load_config(conf).source_hash != before
+
+
+def test_spark_settings_are_chosen_per_run_without_changing_the_rules(conf_dir: Path, conf_copy: Path) -> None:
+    local = load_config(conf_dir)
+    cluster = load_config(conf_dir, spark_profile="cluster")
+    assert local.spark.master == "local[2]"
+    # On a cluster spark-submit names the master; the settings file leaves it open.
+    assert cluster.spark.master is None and cluster.spark.conf["spark.sql.shuffle.partitions"] == "400"
+    # Where a run computes is not a rule: both runs record the same configuration hash.
+    assert cluster.source_hash == local.source_hash
+    with pytest.raises(ConfigError, match=r"postloan.yaml: spark: no Spark settings 'yarn' in .*spark"):
+        load_config(conf_dir, spark_profile="yarn")
+    edit(conf_copy / "postloan.yaml", "spark: local", "spark: cluster")
+    assert load_config(conf_copy).spark == cluster.spark
