@@ -106,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.catch_up:
                 # The dates are worked out from the ledger once the lake is open.
                 catch_up = (args.start, args.every)
-                return run_dates_command([args.end], args.landing, args.lake, args.conf, args.profile, args.log_file, catch_up)
+                return run_dates_command(
+                    [args.end], args.landing, args.lake, args.conf, args.profile, args.log_file, catch_up
+                )
             if args.start is None:
                 print("postloan: backfill needs --from (or --catch-up)", file=sys.stderr)
                 return 2

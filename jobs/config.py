@@ -154,6 +154,11 @@ class MaintenanceSettings:
     repin_after_days: int = 300
 
     def __post_init__(self) -> None:
+        if self.repin_after_days <= self.optimize_recent_days:
+            raise ValueError(
+                f"maintenance.repin_after_days ({self.repin_after_days}) must be above "
+                f"maintenance.optimize_recent_days ({self.optimize_recent_days})"
+            )
         if self.repin_after_days >= self.log_retention_days:
             raise ValueError(
                 f"maintenance.repin_after_days ({self.repin_after_days}) must be below "
@@ -448,7 +453,9 @@ def load_operations(conf_dir: str | Path) -> OperationsConfig:
             # Delta keeps min/max statistics (what Z-ordering and data skipping use) for the first
             # 32 columns only (delta.dataSkippingNumIndexedCols).
             if table.names.index(column) >= STATS_COLUMNS:
-                raise ConfigError(path, key, f"{column} is not among the first {STATS_COLUMNS} columns that have statistics")
+                raise ConfigError(
+                    path, key, f"{column} is not among the first {STATS_COLUMNS} columns that have statistics"
+                )
             dtype = table.column(column).dtype.simpleString()
             if dtype.startswith(("array", "map", "struct")):
                 raise ConfigError(path, key, f"{column} is {dtype}: Z-order needs a plain column")

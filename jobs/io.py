@@ -246,6 +246,26 @@ def append_ledger_rows(
     frame.write.format("delta").mode("append").save(table_path(lake, RUN_LEDGER))
 
 
+def fail_abandoned(spark: SparkSession, lake: Path, run_id: str, layout: WriteLayout | None = None) -> None:
+    """Close the RUNNING row a killed run left behind (its lock was taken over), so the ledger
+    tells the whole story; nothing when the lock was a maintenance's (it has no ledger rows)."""
+    rows = [r for r in ledger_rows(spark, lake) if r["run_id"] == run_id]
+    if not rows or any(r["status"] != "RUNNING" for r in rows):
+        return
+    first = rows[0]
+    append_ledger(
+        spark,
+        lake,
+        {
+            **{k: first[k] for k in ("run_id", "as_of_date", "started_at", "config_hash", "code_version")},
+            "status": "FAILED",
+            "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            "error": "abandoned: the run's process ended before it finished",
+        },
+        layout,
+    )
+
+
 @dataclass(frozen=True)
 class SucceededRun:
     run_id: str
@@ -328,7 +348,9 @@ def _relative(table_root: str, path: str) -> str:
     return local[len(root) :] if local.startswith(root) else local
 
 
-def date_files(lake: Path, table: Table, wanted: Mapping[int, set[dt.date]]) -> dict[int, dict[dt.date, frozenset[str]]]:
+def date_files(
+    lake: Path, table: Table, wanted: Mapping[int, set[dt.date]]
+) -> dict[int, dict[dt.date, frozenset[str]]]:
     """For each version, the data files of the wanted dates at that version.
 
     Versions are visited oldest first and each is reached from the one before, so the log is
@@ -413,13 +435,20 @@ def optimize(
     )
 
 
-def vacuum(spark: SparkSession, lake: Path, table: Table) -> int:
-    """VACUUM with the table's own delta.deletedFileRetentionDuration; the data files it deleted."""
+def vacuum(lake: Path, table: Table, keep_versions: list[int]) -> int:
+    """VACUUM with the table's own delta.deletedFileRetentionDuration, never deleting a file one of
+    `keep_versions` reads; the number of files deleted.
+
+    delta-rs, not Spark: it can keep given versions whole (Spark's VACUUM cannot), and it needs no
+    Spark job (Spark lists the folders with 10,000 tasks by default). `full` also removes files no
+    commit ever named (those of a killed write) once they are older than the retention.
+    """
     root = Path(table_path(lake, table))
 
     def data_files() -> int:
         return sum(1 for p in root.rglob("*.parquet") if "_delta_log" not in p.parts)
 
+    # Counted on disk: the returned list also names removed files an earlier VACUUM already deleted.
     before = data_files()
-    spark.sql(f"VACUUM delta.`{root}`")
+    DeltaTable(str(root)).vacuum(dry_run=False, full=True, keep_versions=sorted(keep_versions))
     return before - data_files()

@@ -8,16 +8,15 @@ and works in this order:
 1. retention properties from conf/operations.yaml are set on every table (metadata only);
 2. for each dated table, the files each served date has at its pinned version are compared with
    the files it has now. Equal (or, where they differ, equal rows) means the pinned content is
-   the current content; otherwise the date was written since its run (a failed rerun) and stays
-   pinned where it is;
+   the current content; otherwise the date was written since its run (a rerun that failed after
+   some commits) and stays pinned where it is;
 3. the recent served dates whose content is current and that no maintenance has re-pinned yet
    are OPTIMIZEd (Z-ordered where configured): new files, the same rows (dataChange false);
 4. those dates, and dates whose pins are older than `repin_after_days`, are re-pinned: one ledger
    commit adds, per date, a SUCCEEDED row that copies the serving run's row with the current
    versions of the tables whose content is current. Readers move to it like to a rerun;
-5. VACUUM, with each table's deletedFileRetentionDuration, on tables where no pinned version
-   needs a file that is no longer current; a table with a date written since its run is held
-   back (the date must be rerun) so a pinned version never loses a file.
+5. VACUUM with each table's deletedFileRetentionDuration, keeping every file of every version the
+   ledger still pins (so a date written since its run keeps its pinned files until it is rerun).
 """
 
 from __future__ import annotations
@@ -66,7 +65,6 @@ class MaintenanceReport:
     # Dates whose pinned version is no longer in the Delta log.
     unreadable_pins: dict[str, list[dt.date]] = field(default_factory=dict)
     vacuumed: dict[str, int] = field(default_factory=dict)
-    held_back: dict[str, list[dt.date]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -77,7 +75,6 @@ class _TableState:
     table: Table
     pinned: dict[dt.date, int]
     current: set[dt.date] = field(default_factory=set)  # the pinned content is the current content
-    stale_files: set[str] = field(default_factory=set)  # files pinned versions need, no longer current
 
 
 def maintain(
@@ -96,7 +93,10 @@ def maintain(
     tables = [t for t in LAKE_TABLES if io.table_exists(lake, t)]
     dated = [t for t in tables if "as_of_date" in t.partition_by]
     tracker.event("maintenance_started", lake=str(lake), tables=[t.name for t in tables])
-    with lake_lock(lake, maintenance_id):
+    with lake_lock(lake, maintenance_id) as stale:
+        if stale is not None:
+            tracker.event("stale_lock_taken_over", level=logging.WARNING, abandoned_run_id=stale.get("run_id"))
+            io.fail_abandoned(spark, lake, str(stale.get("run_id")))
         serving = {row["as_of_date"]: row for row in io.serving_rows(spark, lake)}
         newest = max(serving) if serving else None
 
@@ -153,28 +153,22 @@ def maintain(
             figures.update(dates=report.repinned)
 
         with tracker.stage("vacuum", "vacuum: delete files past their retention") as figures:
+            pins = {d: dict(row["table_versions"]) for d, row in serving.items()}
+            for row in rows:
+                pins[row["as_of_date"]] = dict(row["table_versions"])
             for table in tables:
-                held_state = states.get(table.name)
-                if held_state is not None and held_state.stale_files:
-                    held = sorted(set(report.written_since_run.get(table.name, [])))
-                    report.held_back[table.name] = held
-                    tracker.event(
-                        "vacuum_held_back",
-                        "vacuum",
-                        logging.WARNING,
-                        table=table.name,
-                        dates=held,
-                        files_pinned=len(held_state.stale_files),
-                        action="rerun these dates; VACUUM would delete files their serving runs read",
-                    )
-                    continue
-                report.vacuumed[table.name] = io.vacuum(spark, lake, table)
-            figures.update(files_deleted=sum(report.vacuumed.values()), held_back=sorted(report.held_back))
+                pinned = {int(v[table.name]) for v in pins.values() if table.name in v}
+                # A version already out of the log cannot be kept (reported as pinned_version_gone).
+                keep = sorted(pinned & set(io.commit_times(lake, table))) if pinned else []
+                deleted = io.vacuum(lake, table, keep)
+                report.vacuumed[table.name] = deleted
+                tracker.event("vacuumed", "vacuum", table=table.name, files_deleted=deleted, versions_kept=keep)
+            figures.update(files_deleted=sum(report.vacuumed.values()))
     tracker.event(
         "maintenance_finished",
         seconds=tracker.elapsed,
         repinned=len(report.repinned),
-        held_back=sorted(report.held_back),
+        written_since_run={k: v for k, v in sorted(report.written_since_run.items())},
         files_deleted=sum(report.vacuumed.values()),
     )
     return report
@@ -189,7 +183,9 @@ def _current_content(
     tracker: RunTracker,
 ) -> _TableState:
     """Which served dates of the table read the same at their pinned version as now."""
-    pinned = {d: int(row["table_versions"][table.name]) for d, row in serving.items() if table.name in row["table_versions"]}
+    pinned = {
+        d: int(row["table_versions"][table.name]) for d, row in serving.items() if table.name in row["table_versions"]
+    }
     state = _TableState(table, pinned)
     if not pinned:
         return state
@@ -220,7 +216,6 @@ def _current_content(
             state.current.add(day)
         else:
             report.written_since_run.setdefault(table.name, []).append(day)
-            state.stale_files |= then - current
             tracker.event(
                 "date_written_since_its_run",
                 "optimize",
@@ -321,7 +316,7 @@ def print_maintenance(report: MaintenanceReport, out: Any = None) -> None:
         )
     print(f"  re-pinned dates: {', '.join(map(str, report.repinned)) or 'none'}", file=out)
     print(f"  vacuum: {sum(report.vacuumed.values())} files deleted", file=out)
-    for name, dates in sorted(report.held_back.items()):
-        print(f"  VACUUM held back on {name}: rerun {', '.join(map(str, dates))}", file=out)
+    for name, dates in sorted(report.written_since_run.items()):
+        print(f"  written since their runs in {name} (kept pinned; rerun): {', '.join(map(str, dates))}", file=out)
     for name, dates in sorted(report.unreadable_pins.items()):
         print(f"  pinned versions gone from the log in {name}: rerun {', '.join(map(str, dates))}", file=out)

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,7 +235,7 @@ def _run(
         started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         if stale is not None:
             tracker.event("stale_lock_taken_over", level=logging.WARNING, abandoned_run_id=stale.get("run_id"))
-            _fail_abandoned(spark, lake, str(stale.get("run_id")), layout)
+            io.fail_abandoned(spark, lake, str(stale.get("run_id")), layout)
         previous = io.latest_succeeded(spark, lake, as_of)
         report.previous_as_of = previous.as_of_date if previous else None
         base_entry: dict[str, Any] = {
@@ -365,25 +366,6 @@ def _previous_rows(spark: SparkSession, lake: Path, previous: io.SucceededRun | 
     )
 
 
-def _fail_abandoned(spark: SparkSession, lake: Path, run_id: str, layout: io.WriteLayout) -> None:
-    """Close the RUNNING row a killed run left behind, so the ledger tells the whole story."""
-    rows = [r for r in io.ledger_rows(spark, lake) if r["run_id"] == run_id]
-    if not rows or any(r["status"] != "RUNNING" for r in rows):
-        return
-    first = rows[0]
-    io.append_ledger(
-        spark,
-        lake,
-        {
-            **{k: first[k] for k in ("run_id", "as_of_date", "started_at", "config_hash", "code_version")},
-            "status": "FAILED",
-            "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
-            "error": "abandoned: the run's process ended before it finished",
-        },
-        layout,
-    )
-
-
 def print_report(report: RunReport, out: Any = None) -> None:
     out = out or sys.stdout
     s = report.summary
@@ -481,7 +463,8 @@ def run_dates_command(
     from jobs.spark import build_session
 
     config = load_config(conf, profile)  # refused: the CLI exits 2 before anything runs
-    command_id = new_run_id(dates[-1]) if len(dates) > 1 or catch_up else None
+    # A command of several dates logs its own start and end under an id of its own.
+    command_id = f"backfill-{uuid.uuid4().hex[:10]}" if len(dates) > 1 or catch_up else None
     with event_log(config.operations.log, log_file) as events:
         observer = Observer(console=sys.stdout, events=events)
         spark = build_session(config.spark)
@@ -510,7 +493,9 @@ def run_dates_command(
                 print(f"postloan: {as_of}: {_explain(code, run_id, exc)}", file=sys.stderr, flush=True)
                 emit(events, "exit", run_id, as_of, level=logging.ERROR, exit_code=code, failure=event)
                 if command_id is not None:
-                    emit(events, "exit", command_id, None, level=logging.ERROR, exit_code=code, failed_date=as_of, runs=n)
+                    emit(
+                        events, "exit", command_id, None, level=logging.ERROR, exit_code=code, failed_date=as_of, runs=n
+                    )
                 return code
             print_report(report)
             emit(events, "exit", run_id, as_of, exit_code=EXIT_OK)
