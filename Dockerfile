@@ -1,27 +1,43 @@
-# The nightly job (and, once it lands, the API) in one image; the Delta jars are baked in.
+# One image, two entrypoints: the nightly batch (Spark, local mode) and the GraphQL API.
 #   docker build -t postloan .
 #   docker run --rm -v /data:/data postloan nightly --as-of 2026-10-31 --landing /data/landing --lake /data/lake
-FROM python:3.11-slim-bookworm
+#   docker run --rm -v /data:/data postloan maintain --lake /data/lake
+#   docker run --rm -p 8000:8000 -v /data/lake:/data/lake:ro -e POSTLOAN_JWT_SECRET \
+#       postloan serve --lake /data/lake --host 0.0.0.0
+# (docs/operations.md: Docker). The Node.js GraphQL audit is a test tool and is not in the image.
 
-RUN apt-get update \
- && apt-get install -y --no-install-recommends openjdk-17-jre-headless maven \
- && rm -rf /var/lib/apt/lists/*
-
-WORKDIR /app
+# The Delta jars, fetched by Maven in a stage of their own so that Maven stays out of the image.
+FROM maven:3.9-eclipse-temurin-17 AS jars
+WORKDIR /build
 COPY jars/pom.xml jars/pom.xml
 RUN mvn --batch-mode --quiet -f jars/pom.xml dependency:copy-dependencies \
-      -DincludeScope=runtime -DincludeGroupIds=io.delta -DoutputDirectory=lib \
- && rm -rf /root/.m2
+      -DincludeScope=runtime -DincludeGroupIds=io.delta -DoutputDirectory=lib
 
+FROM python:3.11-slim-bookworm
+
+# Spark's JVM; JAVA_HOME through a link so the image builds on amd64 and arm64 alike.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+ && rm -rf /var/lib/apt/lists/* \
+ && ln -s "$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")" /opt/java
+
+WORKDIR /app
+COPY --from=jars /build/jars/lib jars/lib
 COPY pyproject.toml README.md ./
 COPY jobs jobs
 COPY schemas schemas
 COPY api api
 COPY conf conf
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . \
+ && useradd --create-home --uid 10001 postloan
 
 ENV POSTLOAN_JARS_DIR=/app/jars/lib \
     POSTLOAN_CONF=/app/conf \
-    JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
+    JAVA_HOME=/opt/java \
+    PYTHONUNBUFFERED=1
+# Runs as an unprivileged user: the mounted lake must be writable by uid 10001 (or pass --user).
+USER postloan
+WORKDIR /home/postloan
+EXPOSE 8000
 ENTRYPOINT ["postloan"]
 CMD ["--help"]

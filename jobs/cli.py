@@ -42,11 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     nightly.add_argument(
         "--spark-profile", default=None, help="Spark settings under conf/spark/ (overrides conf): local or cluster"
     )
+    nightly.add_argument("--log-file", type=Path, default=None, help="JSON-lines event log (overrides conf)")
 
     backfill = sub.add_parser("backfill", help="rerun the nightly batch for every date of a range, in order")
-    backfill.add_argument("--from", dest="start", type=_date, required=True, help="first business date YYYY-MM-DD")
+    backfill.add_argument("--from", dest="start", type=_date, default=None, help="first business date YYYY-MM-DD")
     backfill.add_argument("--to", dest="end", type=_date, required=True, help="last business date YYYY-MM-DD")
     backfill.add_argument("--every", choices=("day", "month-end"), default="day", help="which dates of the range")
+    backfill.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="only the dates after the newest one the lake serves (--from: where an empty lake starts)",
+    )
     backfill.add_argument("--landing", type=Path, required=True, help="landing folder (bank extracts)")
     backfill.add_argument("--lake", type=Path, required=True, help="lake folder (Delta tables)")
     backfill.add_argument("--conf", type=Path, default=DEFAULT_CONF, help="configuration folder")
@@ -54,9 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--spark-profile", default=None, help="Spark settings under conf/spark/ (overrides conf): local or cluster"
     )
+    backfill.add_argument("--log-file", type=Path, default=None, help="JSON-lines event log (overrides conf)")
 
     bundle = sub.add_parser("bundle", help="write the zip of the batch's code for spark-submit --py-files")
     bundle.add_argument("--out", type=Path, default=Path("dist/postloan-jobs.zip"), help="zip file to write")
+
+    maintain = sub.add_parser("maintain", help="OPTIMIZE recent dates, re-pin them, VACUUM (under the lake lock)")
+    maintain.add_argument("--lake", type=Path, required=True, help="lake folder (Delta tables)")
+    maintain.add_argument("--conf", type=Path, default=DEFAULT_CONF, help="configuration folder (operations.yaml)")
+    maintain.add_argument("--log-file", type=Path, default=None, help="JSON-lines event log (overrides conf)")
 
     demo = sub.add_parser("demo", help="generate a sample book, run the batch, serve the API")
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="where landing/ and lake/ go")
@@ -97,11 +109,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             from jobs.pipeline import run_nightly_command
 
             return run_nightly_command(
-                args.as_of, args.landing, args.lake, args.conf, args.profile, spark_profile=args.spark_profile
+                args.as_of, args.landing, args.lake, args.conf, args.profile, args.log_file, args.spark_profile
             )
         if args.command == "backfill":
             from jobs.pipeline import backfill_dates, run_dates_command
 
+            if args.catch_up:
+                # The dates are worked out from the ledger once the lake is open.
+                catch_up = (args.start, args.every)
+                return run_dates_command(
+                    [args.end],
+                    args.landing,
+                    args.lake,
+                    args.conf,
+                    args.profile,
+                    args.log_file,
+                    catch_up,
+                    spark_profile=args.spark_profile,
+                )
+            if args.start is None:
+                print("postloan: backfill needs --from (or --catch-up)", file=sys.stderr)
+                return 2
             try:
                 dates = backfill_dates(args.start, args.end, args.every)
             except ValueError as exc:
@@ -111,13 +139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"postloan: no {args.every} date between {args.start} and {args.end}", file=sys.stderr)
                 return 2
             return run_dates_command(
-                dates, args.landing, args.lake, args.conf, args.profile, spark_profile=args.spark_profile
+                dates, args.landing, args.lake, args.conf, args.profile, args.log_file, spark_profile=args.spark_profile
             )
         if args.command == "bundle":
             from jobs.bundle import build_py_files
 
             print(build_py_files(args.out))
             return 0
+        if args.command == "maintain":
+            from jobs.maintain import maintain_command
+
+            return maintain_command(args.lake, args.conf, args.log_file)
         if args.command == "demo":
             from jobs.pipeline import run_demo
 

@@ -113,6 +113,77 @@ class SparkSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """The run's event log: JSON lines, one object per event (docs/operations.md)."""
+
+    # Appended to (folder created) when set, relative to the working directory; stderr when empty.
+    file: str | None = None
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+@dataclass(frozen=True)
+class LayoutSettings:
+    """How a night's rows are cut into files: a few well-sized files per table and date."""
+
+    # Delta optimized writes: one extra shuffle bins the date's rows into files near the bin size
+    # (spark.databricks.delta.optimizeWrite.binSize) instead of one file per upstream partition.
+    optimize_write: bool = True
+    # A cap that holds with or without optimized writes.
+    max_records_per_file: int = 5_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_records_per_file < 1:
+            raise ValueError("max_records_per_file must be at least 1")
+
+
+@dataclass(frozen=True)
+class MaintenanceSettings:
+    """`postloan maintain`: OPTIMIZE (Z-order) the recent dates, re-pin, VACUUM (docs/operations.md)."""
+
+    # OPTIMIZE the dates served within this many days before the newest served date.
+    optimize_recent_days: int = 35
+    # Z-order columns per table: the columns the API and BI filter on within a date.
+    zorder_by: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # VACUUM deletes files unreferenced for longer than this (delta.deletedFileRetentionDuration):
+    # the longest a reader may hold an older version (an API request, a BI query).
+    deleted_file_retention_hours: int = 168
+    # Delta commits kept (delta.logRetentionDuration): a ledger-pinned version older than this can
+    # no longer be read. The metrics read a year of history at pinned versions, hence over a year.
+    log_retention_days: int = 400
+    # A date whose pinned versions are this old is re-pinned to the current versions (same files).
+    repin_after_days: int = 300
+
+    def __post_init__(self) -> None:
+        if self.repin_after_days <= self.optimize_recent_days:
+            raise ValueError(
+                f"maintenance.repin_after_days ({self.repin_after_days}) must be above "
+                f"maintenance.optimize_recent_days ({self.optimize_recent_days})"
+            )
+        if self.repin_after_days >= self.log_retention_days:
+            raise ValueError(
+                f"maintenance.repin_after_days ({self.repin_after_days}) must be below "
+                f"maintenance.log_retention_days ({self.log_retention_days}): pins must move before their log goes"
+            )
+
+
+@dataclass(frozen=True)
+class OperationsConfig:
+    """conf/operations.yaml: how the job runs, not what it computes (not part of config_hash)."""
+
+    log: LogSettings = field(default_factory=LogSettings)
+    layout: LayoutSettings = field(default_factory=LayoutSettings)
+    maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
+
+    def table_properties(self) -> dict[str, str]:
+        """Retention properties every lake table is created with (and `maintain` keeps set)."""
+        m = self.maintenance
+        return {
+            "delta.logRetentionDuration": f"interval {m.log_retention_days} days",
+            "delta.deletedFileRetentionDuration": f"interval {m.deleted_file_retention_hours} hours",
+        }
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """Everything a run needs, parsed and checked. Pass plain values from it into the stages."""
 
@@ -123,6 +194,7 @@ class AppConfig:
     spark: SparkSettings
     sections: Mapping[str, Any] = field(default_factory=dict)
     source_hash: str = ""
+    operations: OperationsConfig = field(default_factory=OperationsConfig)
 
     def section(self, name: str) -> Any:
         return self.sections[name]
@@ -343,9 +415,10 @@ def load_config(conf_dir: str | Path, profile: str | None = None, spark_profile:
             sections[name] = build(cls, _read_yaml(own_file), own_file)
         else:
             sections[name] = build(cls, raw.get(name, {}) or {}, main_file, name)
-    # The hash names the rules a run applied; the API's own settings (conf/api.yaml) are not rules.
+    operations = load_operations(root)
+    # The hash names the rules a run applied; the API's settings and operations are not rules.
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*.yaml") if p.relative_to(root).as_posix() != "api.yaml"):
+    for path in sorted(p for p in root.rglob("*.yaml") if p.relative_to(root).as_posix() not in NOT_RULES):
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
     # The Spark settings chosen are left out: a run on a cluster applies the rules a local run does.
@@ -358,7 +431,47 @@ def load_config(conf_dir: str | Path, profile: str | None = None, spark_profile:
         spark=spark,
         sections=sections,
         source_hash=digest.hexdigest(),
+        operations=operations,
     )
+
+
+# Files under conf/ that say how to run and serve, not what to compute.
+NOT_RULES = frozenset({"api.yaml", "operations.yaml"})
+
+
+def load_operations(conf_dir: str | Path) -> OperationsConfig:
+    """conf/operations.yaml (all defaults when absent); Z-order columns checked against the contracts."""
+    from schemas.registry import LAKE_TABLES
+
+    path = Path(conf_dir) / "operations.yaml"
+    operations = build(OperationsConfig, _read_yaml(path), path) if path.is_file() else OperationsConfig()
+    tables = {t.name: t for t in LAKE_TABLES}
+    for name, columns in operations.maintenance.zorder_by.items():
+        key = f"maintenance.zorder_by.{name}"
+        table = tables.get(name)
+        if table is None or not table.partition_by:
+            dated = ", ".join(t for t, c in tables.items() if c.partition_by)
+            raise ConfigError(path, key, f"not a date-partitioned lake table (choose from: {dated})")
+        if not columns:
+            raise ConfigError(path, key, "name at least one column")
+        for column in columns:
+            if column not in table.names:
+                raise ConfigError(path, key, f"{name} has no column {column!r}")
+            if column in table.partition_by:
+                raise ConfigError(path, key, f"{column} is the partition column: each date is optimized on its own")
+            # Delta keeps min/max statistics (what Z-ordering and data skipping use) for the first
+            # 32 columns only (delta.dataSkippingNumIndexedCols).
+            if table.names.index(column) >= STATS_COLUMNS:
+                raise ConfigError(
+                    path, key, f"{column} is not among the first {STATS_COLUMNS} columns that have statistics"
+                )
+            dtype = table.column(column).dtype.simpleString()
+            if dtype.startswith(("array", "map", "struct")):
+                raise ConfigError(path, key, f"{column} is {dtype}: Z-order needs a plain column")
+    return operations
+
+
+STATS_COLUMNS = 32
 
 
 def _check_profile(p: ClassificationProfile, file: Path) -> None:

@@ -10,15 +10,21 @@ replaced in one Delta commit per table (`replaceWhere`).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+from delta.tables import DeltaTable as SparkDeltaTable
+from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.config import OperationsConfig
 from schemas.base import Table
 from schemas.lake import RUN_LEDGER
 
@@ -28,9 +34,26 @@ TABLE_PROPERTIES = {
     "delta.columnMapping.mode": "none",
     "delta.enableChangeDataFeed": "false",
     "delta.checkpointPolicy": "classic",
-    "delta.logRetentionDuration": "interval 30 days",
-    "delta.deletedFileRetentionDuration": "interval 7 days",
 }
+
+
+@dataclass(frozen=True)
+class WriteLayout:
+    """How a date's files are written, and the retention properties a new table is created with
+    (conf/operations.yaml; `postloan maintain` keeps existing tables' properties in step)."""
+
+    optimize_write: bool = True
+    max_records_per_file: int = 5_000_000
+    retention: Mapping[str, str] = field(default_factory=lambda: OperationsConfig().table_properties())
+
+    @classmethod
+    def from_config(cls, operations: OperationsConfig) -> WriteLayout:
+        layout = operations.layout
+        return cls(layout.optimize_write, layout.max_records_per_file, operations.table_properties())
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return {**TABLE_PROPERTIES, **self.retention}
 
 
 class LandingError(RuntimeError):
@@ -131,14 +154,15 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def create_table(spark: SparkSession, lake: Path, table: Table) -> None:
+def create_table(spark: SparkSession, lake: Path, table: Table, layout: WriteLayout | None = None) -> None:
     """Create the Delta table from its contract if it does not exist (comments included)."""
+    properties = (layout or WriteLayout()).properties
     columns = ",\n  ".join(
         f"`{c.name}` {c.dtype.simpleString()}{'' if c.nullable else ' NOT NULL'} COMMENT {_sql_string(c.comment)}"
         for c in table.columns
     )
     partition = f"PARTITIONED BY ({', '.join(table.partition_by)})" if table.partition_by else ""
-    props = ", ".join(f"{_sql_string(k)} = {_sql_string(v)}" for k, v in TABLE_PROPERTIES.items())
+    props = ", ".join(f"{_sql_string(k)} = {_sql_string(v)}" for k, v in properties.items())
     spark.sql(
         f"CREATE TABLE IF NOT EXISTS delta.`{table_path(lake, table)}` (\n  {columns}\n) USING delta "
         f"{partition} COMMENT {_sql_string(table.comment)} TBLPROPERTIES ({props})"
@@ -168,19 +192,26 @@ class Written:
     rows: int
 
 
-def write_date(spark: SparkSession, frame: DataFrame, lake: Path, table: Table, as_of: dt.date) -> Written:
+def write_date(
+    spark: SparkSession, frame: DataFrame, lake: Path, table: Table, as_of: dt.date, layout: WriteLayout | None = None
+) -> Written:
     """Replace the business date's rows of a date-partitioned table in one commit.
 
+    With optimized writes, one shuffle bins the date's rows into a few files of about the bin
+    size; without, each upstream partition (up to spark.sql.shuffle.partitions) writes a file.
     The rows come from the commit's own metrics (what the write put in the new files), so the
     ledger's counts cost no second read of the table; the run holds the lake lock, so the latest
     commit is this one.
     """
-    create_table(spark, lake, table)
+    layout = layout or WriteLayout()
+    create_table(spark, lake, table, layout)
     (
         conform(frame, table)
         .write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", f"as_of_date = '{as_of.isoformat()}'")
+        .option("optimizeWrite", str(layout.optimize_write).lower())
+        .option("maxRecordsPerFile", str(layout.max_records_per_file))
         .save(table_path(lake, table))
     )
     commit = (
@@ -213,14 +244,44 @@ def table_exists(lake: Path, table: Table) -> bool:
 # Run ledger
 
 
-def append_ledger(spark: SparkSession, lake: Path, entry: dict[str, Any]) -> None:
+def append_ledger(spark: SparkSession, lake: Path, entry: dict[str, Any], layout: WriteLayout | None = None) -> None:
     """Append one state change of a run (RUNNING, SUCCEEDED, FAILED)."""
-    create_table(spark, lake, RUN_LEDGER)
-    row = {c.name: entry.get(c.name) for c in RUN_LEDGER.columns}
-    for name in ("input_rows", "accepted_rows", "quarantined_rows", "output_rows", "table_versions", "summary"):
-        row[name] = {k: int(v) for k, v in (row[name] or {}).items()}
-    frame = spark.createDataFrame([row], RUN_LEDGER.schema)
+    append_ledger_rows(spark, lake, [entry], layout)
+
+
+def append_ledger_rows(
+    spark: SparkSession, lake: Path, entries: list[dict[str, Any]], layout: WriteLayout | None = None
+) -> None:
+    """Append state changes in one commit: readers see all of them or none."""
+    create_table(spark, lake, RUN_LEDGER, layout)
+    rows = []
+    for entry in entries:
+        row = {c.name: entry.get(c.name) for c in RUN_LEDGER.columns}
+        for name in ("input_rows", "accepted_rows", "quarantined_rows", "output_rows", "table_versions", "summary"):
+            row[name] = {k: int(v) for k, v in (row[name] or {}).items()}
+        rows.append(row)
+    frame = spark.createDataFrame(rows, RUN_LEDGER.schema)
     frame.write.format("delta").mode("append").save(table_path(lake, RUN_LEDGER))
+
+
+def fail_abandoned(spark: SparkSession, lake: Path, run_id: str, layout: WriteLayout | None = None) -> None:
+    """Close the RUNNING row a killed run left behind (its lock was taken over), so the ledger
+    tells the whole story; nothing when the lock was a maintenance's (it has no ledger rows)."""
+    rows = [r for r in ledger_rows(spark, lake) if r["run_id"] == run_id]
+    if not rows or any(r["status"] != "RUNNING" for r in rows):
+        return
+    first = rows[0]
+    append_ledger(
+        spark,
+        lake,
+        {
+            **{k: first[k] for k in ("run_id", "as_of_date", "started_at", "config_hash", "code_version")},
+            "status": "FAILED",
+            "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            "error": "abandoned: the run's process ended before it finished",
+        },
+        layout,
+    )
 
 
 @dataclass(frozen=True)
@@ -248,20 +309,20 @@ def latest_succeeded(spark: SparkSession, lake: Path, before: dt.date) -> Succee
 
 def succeeded_runs(spark: SparkSession, lake: Path) -> list[SucceededRun]:
     """The run that serves each business date: its latest SUCCEEDED run."""
+    return [SucceededRun(r["run_id"], r["as_of_date"], dict(r["table_versions"])) for r in serving_rows(spark, lake)]
+
+
+def serving_rows(spark: SparkSession, lake: Path) -> list[dict[str, Any]]:
+    """The SUCCEEDED ledger row of the run serving each business date, oldest date first."""
     if not table_exists(lake, RUN_LEDGER):
         return []
-    rows = (
-        read_table(spark, lake, RUN_LEDGER)
-        .where(F.col("status") == "SUCCEEDED")
-        .select("run_id", "as_of_date", "finished_at", "table_versions")
-        .collect()
-    )
+    rows = read_table(spark, lake, RUN_LEDGER).where(F.col("status") == "SUCCEEDED").collect()
     latest: dict[dt.date, Any] = {}
     for row in rows:
         held = latest.get(row["as_of_date"])
         if held is None or row["finished_at"] > held["finished_at"]:
             latest[row["as_of_date"]] = row
-    return [SucceededRun(r["run_id"], r["as_of_date"], dict(r["table_versions"])) for _, r in sorted(latest.items())]
+    return [r.asDict(recursive=True) for _, r in sorted(latest.items())]
 
 
 def history(spark: SparkSession, lake: Path, table: Table, start: dt.date, end: dt.date) -> DataFrame | None:
@@ -287,3 +348,120 @@ def ledger_rows(spark: SparkSession, lake: Path) -> list[dict[str, Any]]:
     if not table_exists(lake, RUN_LEDGER):
         return []
     return [r.asDict(recursive=True) for r in read_table(spark, lake, RUN_LEDGER).collect()]
+
+
+# --------------------------------------------------------------------------------------------
+# Maintenance (jobs/maintain.py): file lists read with delta-rs, the API's own reader
+
+
+def _relative(table_root: str, path: str) -> str:
+    """A data file's path inside its table, as the Delta log names it (decoded)."""
+    local = unquote(urlparse(path).path) if "://" in path or path.startswith("file:") else unquote(path)
+    root = table_root.rstrip("/") + "/"
+    return local[len(root) :] if local.startswith(root) else local
+
+
+def date_files(
+    lake: Path, table: Table, wanted: Mapping[int, set[dt.date]]
+) -> dict[int, dict[dt.date, frozenset[str]]]:
+    """For each version, the data files of the wanted dates at that version.
+
+    Versions are visited oldest first and each is reached from the one before, so the log is
+    replayed once however many versions the ledger pins.
+    """
+    root = table_path(lake, table)
+    found: dict[int, dict[dt.date, frozenset[str]]] = {}
+    delta: DeltaTable | None = None
+    for version in sorted(wanted):
+        if delta is None:
+            delta = DeltaTable(root, version=version)
+        else:
+            delta.load_as_version(version)
+        actions = pa.table(delta.get_add_actions(flatten=True))
+        paths = actions.column("path").to_pylist()
+        dates = actions.column("partition.as_of_date").to_pylist()
+        by_date: dict[dt.date, set[str]] = {day: set() for day in wanted[version]}
+        for path, day in zip(paths, dates, strict=True):
+            day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
+            if day in by_date:
+                by_date[day].add(_relative(root, path))
+        found[version] = {day: frozenset(files) for day, files in by_date.items()}
+    return found
+
+
+def current_version(lake: Path, table: Table) -> int:
+    return int(DeltaTable(table_path(lake, table)).version())
+
+
+def commit_times(lake: Path, table: Table) -> dict[int, dt.datetime]:
+    """When each version still in the log was committed (UTC)."""
+    times: dict[int, dt.datetime] = {}
+    for commit in DeltaTable(table_path(lake, table)).history():
+        if commit.get("version") is not None and commit.get("timestamp") is not None:
+            times[int(commit["version"])] = dt.datetime.fromtimestamp(int(commit["timestamp"]) / 1000, dt.UTC)
+    return times
+
+
+def table_properties(spark: SparkSession, lake: Path, table: Table) -> dict[str, str]:
+    rows = spark.sql(f"SHOW TBLPROPERTIES delta.`{table_path(lake, table)}`").collect()
+    return {str(r["key"]): str(r["value"]) for r in rows}
+
+
+def set_table_properties(spark: SparkSession, lake: Path, table: Table, wanted: Mapping[str, str]) -> dict[str, str]:
+    """Set the properties that differ (one metadata commit, none when all hold); those changed."""
+    held = table_properties(spark, lake, table)
+    changed = {k: v for k, v in wanted.items() if held.get(k) != v}
+    if changed:
+        props = ", ".join(f"{_sql_string(k)} = {_sql_string(v)}" for k, v in changed.items())
+        spark.sql(f"ALTER TABLE delta.`{table_path(lake, table)}` SET TBLPROPERTIES ({props})")
+    return changed
+
+
+@dataclass(frozen=True)
+class Optimized:
+    files_removed: int
+    files_added: int
+    bytes_removed: int
+    bytes_added: int
+
+
+def optimize(
+    spark: SparkSession, lake: Path, table: Table, dates: list[dt.date] | None, zorder_by: tuple[str, ...]
+) -> Optimized:
+    """OPTIMIZE the table (the given dates only, for a dated table), Z-ordered when columns are given.
+
+    One commit that changes files, never data (dataChange false); none when nothing is to do.
+    """
+    builder = SparkDeltaTable.forPath(spark, table_path(lake, table)).optimize()
+    if dates is not None:
+        builder = builder.where(f"as_of_date IN ({', '.join(repr(d.isoformat()) for d in dates)})")
+    result = builder.executeZOrderBy(*zorder_by) if zorder_by else builder.executeCompaction()
+    row = result.select("metrics.*").first()
+    if row is None:
+        return Optimized(0, 0, 0, 0)
+    m = row.asDict(recursive=True)
+    return Optimized(
+        int(m.get("numFilesRemoved") or 0),
+        int(m.get("numFilesAdded") or 0),
+        int((m.get("filesRemoved") or {}).get("totalSize") or 0),
+        int((m.get("filesAdded") or {}).get("totalSize") or 0),
+    )
+
+
+def vacuum(lake: Path, table: Table, keep_versions: list[int]) -> int:
+    """VACUUM with the table's own delta.deletedFileRetentionDuration, never deleting a file one of
+    `keep_versions` reads; the number of files deleted.
+
+    delta-rs, not Spark: it can keep given versions whole (Spark's VACUUM cannot), and it needs no
+    Spark job (Spark lists the folders with 10,000 tasks by default). `full` also removes files no
+    commit ever named (those of a killed write) once they are older than the retention.
+    """
+    root = Path(table_path(lake, table))
+
+    def data_files() -> int:
+        return sum(1 for p in root.rglob("*.parquet") if "_delta_log" not in p.parts)
+
+    # Counted on disk: the returned list also names removed files an earlier VACUUM already deleted.
+    before = data_files()
+    DeltaTable(str(root)).vacuum(dry_run=False, full=True, keep_versions=sorted(keep_versions))
+    return before - data_files()

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import logging
 import pkgutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from jobs.inspections import build_inspections, inspection_summary
 from jobs.lock import lake_lock
 from jobs.metrics import build_metrics
 from jobs.params import params_frame, with_params
+from jobs.runlog import Observer, RunTracker, emit, event_log, new_run_id
 from jobs.stages import Stage, StageContext
 from schemas.base import Table
 from schemas.inspections import INSPECTION_TASKS, SETTLED_LOANS
@@ -65,12 +65,6 @@ class RunReport:
     table_versions: dict[str, int] = field(default_factory=dict)
     summary: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.timings[stage] = round(time.perf_counter() - start, 3)
 
 
 # Written into a --py-files bundle by `postloan bundle` (jobs/bundle.py): no git beside a zip.
@@ -185,14 +179,31 @@ def run_nightly(
     run_id: str | None = None,
     progress: Callable[[str], None] | None = None,
     stages: tuple[Stage, ...] = STAGES,
+    observer: Observer | None = None,
 ) -> RunReport:
     """Run the batch for one business date; rerunning a date replaces its rows.
 
     `stages` are the stages after classification; the nightly job runs them all (a benchmark may
-    build history with the core alone).
+    build history with the core alone). `progress` gets each stage's message as it starts; the
+    observer gets progress lines and JSON events (jobs/runlog.py).
     """
+    run_id = run_id or new_run_id(as_of)
+    names = ("ingest", "delinquency_classification", *(stage_name(s) for s in stages), "write")
+    tracker = RunTracker(run_id, as_of, names, observer or Observer(), progress)
+    report = RunReport(run_id=run_id, as_of=as_of, timings=tracker.timings)
+    tracker.event("run_started", landing=str(landing), lake=str(lake), stages=list(names))
     try:
-        return _run_night(spark, config, as_of, landing, lake, run_id, progress, stages)
+        report = _run(spark, config, as_of, landing, lake, stages, tracker, report)
+    except BaseException as exc:
+        tracker.event(
+            "run_failed",
+            tracker.current,
+            logging.ERROR,
+            error_type=type(exc).__name__,
+            error_condition=error_condition(exc),
+            elapsed_s=tracker.elapsed,
+        )
+        raise
     finally:
         # py4j keeps every JVM handle in a reference cycle (object <-> its cached methods), so the
         # night's DataFrames -- and through them each broadcast join's hash table, a whole memory
@@ -200,27 +211,50 @@ def run_nightly(
         # Measured: one test night left 1 GB of a 2 GB driver heap behind; collected, 120 MB. A
         # backfill or a test session runs many nights in one driver, so collect after each.
         gc.collect()
+    tracker.event(
+        "run_succeeded",
+        seconds=tracker.elapsed,
+        previous_as_of=report.previous_as_of,
+        timings=report.timings,
+        output_rows=report.output_rows,
+        table_versions=report.table_versions,
+    )
+    return report
 
 
-def _run_night(
+def stage_name(stage: Stage) -> str:
+    return getattr(stage, "__name__", "stage").removeprefix("build_")
+
+
+def error_condition(exc: BaseException) -> str | None:
+    """Spark's error condition (e.g. CAST_INVALID_INPUT): names the failure without its values."""
+    getter = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)
+    try:
+        condition = getter() if callable(getter) else None
+    except Exception:  # a Py4J error whose JVM side is gone
+        return None
+    return str(condition) if condition else None
+
+
+def _run(
     spark: SparkSession,
     config: AppConfig,
     as_of: dt.date,
     landing: Path,
     lake: Path,
-    run_id: str | None,
-    progress: Callable[[str], None] | None,
     stages: tuple[Stage, ...],
+    tracker: RunTracker,
+    report: RunReport,
 ) -> RunReport:
-    say = progress or (lambda _msg: None)
-    run_id = run_id or f"{as_of:%Y%m%d}-{uuid.uuid4().hex[:10]}"
-    report = RunReport(run_id=run_id, as_of=as_of)
+    run_id = report.run_id
+    layout = io.WriteLayout.from_config(config.operations)
     # Structure first: a missing table or column stops here, before anything is written.
     raw = {t.name: io.read_landing(spark, landing, t) for t in LANDING_TABLES}
     with lake_lock(lake, run_id) as stale:
         started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         if stale is not None:
-            _fail_abandoned(spark, lake, str(stale.get("run_id")))
+            tracker.event("stale_lock_taken_over", level=logging.WARNING, abandoned_run_id=stale.get("run_id"))
+            io.fail_abandoned(spark, lake, str(stale.get("run_id")), layout)
         previous = io.latest_succeeded(spark, lake, as_of)
         report.previous_as_of = previous.as_of_date if previous else None
         base_entry: dict[str, Any] = {
@@ -231,10 +265,9 @@ def _run_night(
             "code_version": code_version(),
             "previous_as_of_date": report.previous_as_of,
         }
-        io.append_ledger(spark, lake, {**base_entry, "status": "RUNNING"})
+        io.append_ledger(spark, lake, {**base_entry, "status": "RUNNING"}, layout)
         try:
-            with report.timed("ingest"):
-                say("ingest: validating landing rows")
+            with tracker.stage("ingest", "ingest: validating landing rows") as figures:
                 report.input_rows = {t.name: io.count_landing(spark, landing, t, raw[t.name]) for t in LANDING_TABLES}
 
                 ingested = ingest(raw, run_id, as_of, settle)
@@ -248,9 +281,13 @@ def _run_night(
                     raise DataQualityError(f"rows neither accepted nor quarantined in {', '.join(broken)}")
                 tables = ingested.tables
                 quarantine = ingested.quarantine()
+                figures.update(
+                    input_rows=report.input_rows,
+                    accepted_rows=report.accepted_rows,
+                    quarantined_rows=report.quarantined_rows,
+                )
 
-            with report.timed("delinquency_classification"):
-                say("delinquency and classification")
+            with tracker.stage("delinquency_classification", "delinquency and classification") as figures:
                 previous_snapshot = None
                 if previous is not None and "loan_snapshot" in previous.table_versions:
                     previous_snapshot = io.read_table(
@@ -264,6 +301,7 @@ def _run_night(
                 snapshot = settle(build_snapshot(as_of, config, tables, delinquent, previous_snapshot))
                 report.summary = validate_snapshot(snapshot)
                 history = snapshot.transform(classification_changes(as_of, report.previous_as_of, previous_snapshot))
+                figures.update(previous_as_of=report.previous_as_of, summary=report.summary)
 
             outputs: dict[Table, DataFrame] = {
                 QUARANTINE: quarantine,
@@ -285,23 +323,23 @@ def _run_night(
                 params=params,
             )
             for stage in stages:
-                stage_name = getattr(stage, "__name__", "stage").removeprefix("build_")
-                with report.timed(stage_name):
-                    say(f"{stage_name}")
+                name = stage_name(stage)
+                with tracker.stage(name, name) as figures:
                     produced = stage(context)
                     for table, frame in produced.items():
                         kept = settle(frame)
                         outputs[table] = kept
                         context.outputs[table.name] = kept
+                    figures.update(tables=sorted(t.name for t in produced))
             if INSPECTION_TASKS in outputs:
                 report.summary.update(inspection_summary(outputs[INSPECTION_TASKS], outputs[SETTLED_LOANS]))
 
-            with report.timed("write"):
-                say("write: Delta tables")
+            with tracker.stage("write", "write: Delta tables") as figures:
                 for table, frame in outputs.items():
-                    written = io.write_date(spark, frame, lake, table, as_of)
+                    written = io.write_date(spark, frame, lake, table, as_of, layout)
                     report.table_versions[table.name] = written.version
                     report.output_rows[table.name] = written.rows
+                figures.update(output_rows=report.output_rows, table_versions=report.table_versions)
             report.status = "SUCCEEDED"
             io.append_ledger(
                 spark,
@@ -317,6 +355,7 @@ def _run_night(
                     "table_versions": report.table_versions,
                     "summary": report.summary,
                 },
+                layout,
             )
             return report
         except BaseException as exc:
@@ -333,6 +372,7 @@ def _run_night(
                     "quarantined_rows": report.quarantined_rows,
                     "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:2000],
                 },
+                layout,
             )
             raise
 
@@ -343,24 +383,6 @@ def _previous_rows(spark: SparkSession, lake: Path, previous: io.SucceededRun | 
         return None
     return io.read_table(spark, lake, table, previous.table_versions[table.name]).where(
         F.col("as_of_date") == F.lit(previous.as_of_date)
-    )
-
-
-def _fail_abandoned(spark: SparkSession, lake: Path, run_id: str) -> None:
-    """Close the RUNNING row a killed run left behind, so the ledger tells the whole story."""
-    rows = [r for r in io.ledger_rows(spark, lake) if r["run_id"] == run_id]
-    if not rows or any(r["status"] != "RUNNING" for r in rows):
-        return
-    first = rows[0]
-    io.append_ledger(
-        spark,
-        lake,
-        {
-            **{k: first[k] for k in ("run_id", "as_of_date", "started_at", "config_hash", "code_version")},
-            "status": "FAILED",
-            "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
-            "error": "abandoned: the run's process ended before it finished",
-        },
     )
 
 
@@ -386,12 +408,42 @@ def print_report(report: RunReport, out: Any = None) -> None:
     print("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items()), file=out)
 
 
+# Exit codes of the batch commands, one per failure class (README, docs/operations.md).
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1  # anything else: a bug, Spark or the machine failed (the ledger has the message)
+EXIT_USAGE = 2  # the command line or the configuration is refused; nothing ran
+EXIT_INPUT = 3  # the landing input is structurally unusable; nothing written
+EXIT_LOCKED = 4  # another run (or maintenance) holds the lake; nothing written
+EXIT_OUTPUT = 5  # the output broke a table contract; the date is not published
+
+
+def failure_class(exc: BaseException) -> tuple[int, str]:
+    """The exit code of a failure and the event that names its class."""
+    from jobs.config import ConfigError
+    from jobs.lock import RunLocked
+
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE, "config_refused"
+    if isinstance(exc, io.LandingError):
+        return EXIT_INPUT, "input_refused"
+    if isinstance(exc, RunLocked):
+        return EXIT_LOCKED, "lake_locked"
+    if isinstance(exc, DataQualityError):
+        return EXIT_OUTPUT, "output_refused"
+    return EXIT_UNEXPECTED, "failed_unexpectedly"
+
+
 def run_nightly_command(
-    as_of: dt.date, landing: Path, lake: Path, conf: Path, profile: str | None, spark_profile: str | None = None
+    as_of: dt.date,
+    landing: Path,
+    lake: Path,
+    conf: Path,
+    profile: str | None,
+    log_file: Path | None = None,
+    spark_profile: str | None = None,
 ) -> int:
-    """`postloan nightly`: exit 0 on success, 3 for unusable input, 4 when locked, 5 for output out
-    of contract, 1 otherwise."""
-    return run_dates_command([as_of], landing, lake, conf, profile, spark_profile)
+    """`postloan nightly`: one date; the exit code says which class of failure stopped it."""
+    return run_dates_command([as_of], landing, lake, conf, profile, log_file, spark_profile=spark_profile)
 
 
 def backfill_dates(start: dt.date, end: dt.date, every: str) -> list[dt.date]:
@@ -406,12 +458,26 @@ def backfill_dates(start: dt.date, end: dt.date, every: str) -> list[dt.date]:
     raise ValueError(f"unknown backfill step {every!r} (day or month-end)")
 
 
+def catch_up_dates(served: list[dt.date], start: dt.date | None, end: dt.date, every: str) -> list[dt.date]:
+    """The dates a scheduler missed: every date after the newest served one, up to `end`.
+
+    On a lake that serves nothing up to `end` yet, from `start` (or just `end` without one).
+    """
+    done = [d for d in served if d <= end]
+    if done:
+        first = max(done) + dt.timedelta(days=1)
+        return backfill_dates(first, end, every) if first <= end else []
+    return backfill_dates(start or end, end, every)
+
+
 def run_dates_command(
     dates: list[dt.date],
     landing: Path,
     lake: Path,
     conf: Path,
     profile: str | None,
+    log_file: Path | None = None,
+    catch_up: tuple[dt.date | None, str] | None = None,
     spark_profile: str | None = None,
 ) -> int:
     """Run the batch for each date in order, in one Spark session, stopping at the first failure.
@@ -419,28 +485,65 @@ def run_dates_command(
     Dates run oldest first because each run builds on the last successful one before it
     (classification upgrades, metrics periods): a backfill is the nightly runs replayed, and gives
     the same tables they gave. A date after a failure is not run: it would build on a stale state.
+    With `catch_up` (start, step), the dates are those the ledger shows missing up to `dates[-1]`.
     """
-    from jobs.lock import RunLocked
     from jobs.spark import build_session
 
-    config = load_config(conf, profile, spark_profile)
-    spark = build_session(config.spark)
-    for n, as_of in enumerate(dates, start=1):
-        if len(dates) > 1:
-            print(f"[{as_of}] date {n} of {len(dates)}", flush=True)
-        try:
-            report = run_nightly(spark, config, as_of, landing, lake, progress=_progress(as_of))
-        except io.LandingError as exc:
-            print(f"postloan: {as_of}: input refused, nothing written: {exc}", file=sys.stderr)
-            return 3
-        except RunLocked as exc:
-            print(f"postloan: {exc}", file=sys.stderr)
-            return 4
-        except DataQualityError as exc:
-            print(f"postloan: {as_of}: output refused, date not published: {exc}", file=sys.stderr)
-            return 5
-        print_report(report)
-    return 0
+    config = load_config(conf, profile, spark_profile)  # refused: the CLI exits 2 before anything runs
+    # A command of several dates logs its own start and end under an id of its own.
+    command_id = f"backfill-{uuid.uuid4().hex[:10]}" if len(dates) > 1 or catch_up else None
+    with event_log(config.operations.log, log_file) as events:
+        observer = Observer(console=sys.stdout, events=events)
+        spark = build_session(config.spark)
+        if catch_up is not None:
+            served = [r.as_of_date for r in io.succeeded_runs(spark, lake)]
+            try:
+                dates = catch_up_dates(served, catch_up[0], dates[-1], catch_up[1])
+            except ValueError as exc:
+                print(f"postloan: {exc}", file=sys.stderr)
+                emit(events, "exit", command_id, None, level=logging.ERROR, exit_code=EXIT_USAGE, failure="usage")
+                return EXIT_USAGE
+            if not dates:
+                print(f"nothing to catch up: {lake} serves every date up to {max(served)}", flush=True)
+                emit(events, "exit", command_id, None, exit_code=EXIT_OK, runs=0)
+                return EXIT_OK
+        if command_id is not None:
+            emit(events, "dates_started", command_id, None, dates=[d.isoformat() for d in dates])
+        for n, as_of in enumerate(dates, start=1):
+            if len(dates) > 1:
+                print(f"[{as_of}] date {n} of {len(dates)}", flush=True)
+            run_id = new_run_id(as_of)
+            try:
+                report = run_nightly(spark, config, as_of, landing, lake, run_id, observer=observer)
+            except Exception as exc:
+                code, event = failure_class(exc)
+                print(f"postloan: {as_of}: {_explain(code, run_id, exc)}", file=sys.stderr, flush=True)
+                emit(events, "exit", run_id, as_of, level=logging.ERROR, exit_code=code, failure=event)
+                if command_id is not None:
+                    emit(
+                        events, "exit", command_id, None, level=logging.ERROR, exit_code=code, failed_date=as_of, runs=n
+                    )
+                return code
+            print_report(report)
+            emit(events, "exit", run_id, as_of, exit_code=EXIT_OK)
+        if command_id is not None:
+            emit(events, "exit", command_id, None, exit_code=EXIT_OK, runs=len(dates))
+    return EXIT_OK
+
+
+def _explain(code: int, run_id: str, exc: BaseException) -> str:
+    """The console line of a failure; an unexpected one is named by type only (see error_condition)."""
+    if code == EXIT_INPUT:
+        return f"input refused, nothing written: {exc}"
+    if code == EXIT_LOCKED:
+        return str(exc)
+    if code == EXIT_OUTPUT:
+        return f"output refused, date not published: {exc}"
+    condition = error_condition(exc)
+    return (
+        f"run {run_id} failed: {type(exc).__name__}{f' [{condition}]' if condition else ''}; "
+        "the run ledger's error column has the message"
+    )
 
 
 def previous_month_end(day: dt.date) -> dt.date:
@@ -461,7 +564,7 @@ def run_demo(folder: Path, loans: int, as_of: dt.date, conf: Path, serve: bool) 
         generate_landing(spark, loans, as_of, 7, landing, "parquet")
         marker.touch()
     for day in (previous_month_end(as_of), as_of):
-        report = run_nightly(spark, config, day, landing, lake, progress=_progress(day))
+        report = run_nightly(spark, config, day, landing, lake, observer=Observer(console=sys.stdout))
         print_report(report)
     print(f"lake: {lake.resolve()}")
     if serve:
@@ -473,10 +576,3 @@ def run_demo(folder: Path, loans: int, as_of: dt.date, conf: Path, serve: bool) 
         spark.stop()
         return int(serve_demo(lake, conf))
     return 0
-
-
-def _progress(day: dt.date) -> Callable[[str], None]:
-    def say(message: str) -> None:
-        print(f"[{day}] {message}", flush=True)
-
-    return say

@@ -69,6 +69,11 @@ def build_session(settings: SparkSettings) -> SparkSession:
         builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.session.timeZone", "UTC")
+        # Readers time-travel to the versions the run ledger pins (previous snapshot, a year of
+        # history), which may be older than delta.deletedFileRetentionDuration. Delta refuses that
+        # by default, because a VACUUM may have deleted their files; here the only VACUUM is
+        # `postloan maintain`'s, which keeps every pinned version's files (docs/operations.md).
+        .config("spark.databricks.delta.vacuum.enforceTimeTravelWithinDeletedFileRetentionDuration", "false")
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")

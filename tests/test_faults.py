@@ -172,7 +172,8 @@ class Cli:
             if line is None:
                 pytest.fail(self.failure(f"the run ended before {message!r}"))
             self.seen.append(line)
-            if line == f"[{AS_OF}] {message}":
+            # A stage's line is its message, then its place in the run: "  (stage 2/6, 17% done, ...)".
+            if line.split("  (stage ")[0] == f"[{AS_OF}] {message}":
                 return
 
     def kill(self) -> None:
