@@ -1,9 +1,10 @@
 """Ingest: parse and validate landing rows; every row is accepted or quarantined with a reason.
 
-Row-level faults never stop the run: a value that does not parse, a missing required value, an
-unknown enum value, a negative amount, a broken date order, a duplicate key or an unknown
-reference sends the row to quarantine. A loan that is quarantined takes its schedule, repayments
-and other child rows with it (reason LOAN_QUARANTINED), so no loan is half-present.
+Row-level faults never stop the run: bytes that are not UTF-8 (CSV), a value that does not parse,
+a missing required value, an unknown enum value, a negative amount, a broken date order, a
+duplicate key or an unknown reference sends the row to quarantine. A loan that is quarantined
+takes its schedule, repayments and other child rows with it (reason LOAN_QUARANTINED), so no loan
+is half-present.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ from pyspark.sql import functions as F
 
 from jobs.masking import mask_column
 from schemas.base import Table
-from schemas.landing import BORROWERS, BRANCH_LEVELS, BRANCHES, LANDING_TABLES, LOAN_CHILDREN, LOANS, PRODUCTS, SCHEDULE
+from schemas.landing import (
+    BORROWERS,
+    BRANCH_LEVELS,
+    BRANCHES,
+    LANDING_TABLES,
+    LOAN_CHILDREN,
+    LOANS,
+    NOT_UTF8,
+    PRODUCTS,
+    SCHEDULE,
+)
 from schemas.registry import landing_table
 
 REASON = "struct<code:string,detail:string>"
@@ -46,10 +57,17 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
         # accepted rows before caching, so it costs memory only for the rows refused.
         sources = F.struct(*[F.col(c).cast("string").alias(c) for c in table.names])
         row_hash = F.xxhash64(*[F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in table.names])
+        # Bytes that are not UTF-8 come first: the value is unknown, so no other check of that
+        # column means anything (and the column parses as null).
+        encoding: list[Column] = []
         reasons: list[Column] = []
         parsed: list[Column] = []
         for c in table.columns:
             source = F.col(c.name)
+            readable = F.lit(True)
+            if NOT_UTF8 in raw.columns:
+                readable = ~F.coalesce(F.array_contains(NOT_UTF8, c.name), F.lit(False))
+                encoding.append(_reason(~readable, "INVALID_ENCODING", c.name))
             text = F.trim(source.cast("string"))
             value = F.when(text == "", F.lit(None)).otherwise(source).try_cast(c.dtype)
             if c.dtype.simpleString() == "date":
@@ -57,16 +75,23 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
                 # 10000 (which a Python reader of the lake cannot hold): an ISO date only.
                 iso = text.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9:.]+)?$")
                 value = F.when(iso & (F.year(value) >= 1), value)
+            if c.dtype.simpleString() == "timestamp":
+                # Spark's cast also reads "2026", a time alone (as today's date, so a rerun would
+                # differ), a zone offset (shifting a local time) and years 0 or 10000: a local ISO
+                # date and time only.
+                iso = text.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?$")
+                value = F.when(iso & (F.year(value) >= 1), value)
             if c.dtype.simpleString() == "boolean":
                 lowered = F.lower(text)
                 value = F.when(lowered.isin("true", "1", "y", "yes"), F.lit(True)).when(
                     lowered.isin("false", "0", "n", "no"), F.lit(False)
                 )
+            value = F.when(readable, value)
             parsed.append(value.alias(c.name))
             if not c.nullable:
                 code = "NULL_KEY" if c.name in table.key else "MISSING_VALUE"
-                reasons.append(_reason(_blank(source), code, c.name))
-            reasons.append(_reason(~_blank(source) & value.isNull(), "UNPARSABLE_VALUE", c.name))
+                reasons.append(_reason(readable & _blank(source), code, c.name))
+            reasons.append(_reason(readable & ~_blank(source) & value.isNull(), "UNPARSABLE_VALUE", c.name))
             if c.allowed:
                 reasons.append(_reason(value.isNotNull() & ~value.isin(*c.allowed), "INVALID_VALUE", c.name))
             if c.non_negative:
@@ -75,7 +100,7 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
             *parsed,
             sources.alias("_src"),
             row_hash.alias("_row_hash"),
-            F.filter(F.array(*reasons), lambda r: r.isNotNull()).alias(ACCEPTED),
+            F.filter(F.array(*encoding, *reasons), lambda r: r.isNotNull()).alias(ACCEPTED),
         )
 
     return transform
