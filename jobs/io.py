@@ -62,6 +62,8 @@ class LandingFiles:
     table: Table
     fmt: str
     files: tuple[Path, ...]
+    # CSV only: each file's header line, as delivered.
+    headers: tuple[str, ...] = ()
 
 
 def find_landing(landing: Path, table: Table) -> LandingFiles | None:
@@ -88,6 +90,7 @@ def find_landing(landing: Path, table: Table) -> LandingFiles | None:
                 if column not in names:
                     raise LandingError(path, f"missing column {column}")
         return LandingFiles(table, "parquet", tuple(parquet))
+    headers: list[str] = []
     for path in csv:
         try:
             # The header line alone: bad bytes further down are row faults, refused row by row.
@@ -95,11 +98,14 @@ def find_landing(landing: Path, table: Table) -> LandingFiles | None:
                 header = handle.readline(HEADER_BYTES).decode("utf-8-sig").rstrip("\r\n")
         except (UnicodeDecodeError, OSError) as exc:
             raise LandingError(path, f"unreadable CSV header ({type(exc).__name__})") from None
-        names = {h.strip().strip('"') for h in header.split(",")}
+        columns = [h.strip().strip('"') for h in header.split(",")]
         for column in required:
-            if column not in names:
+            if column not in columns:
                 raise LandingError(path, f"missing column {column}")
-    return LandingFiles(table, "csv", tuple(csv))
+            if columns.count(column) > 1:
+                raise LandingError(path, f"column {column} appears {columns.count(column)} times")
+        headers.append(header)
+    return LandingFiles(table, "csv", tuple(csv), tuple(headers))
 
 
 def read_landing(spark: SparkSession, landing: Path, table: Table) -> DataFrame:
@@ -110,18 +116,25 @@ def read_landing(spark: SparkSession, landing: Path, table: Table) -> DataFrame:
         return spark.createDataFrame([], empty)
     if found.fmt == "parquet":
         return spark.read.parquet(*[str(p) for p in found.files]).select(*table.names)
-    utf8 = [p for p in found.files if is_utf8(p)]
-    rest = [p for p in found.files if p not in utf8]
-    if not rest:
-        return _read_csv(spark, utf8, "UTF-8").select(*table.names)
-    # One character per byte: the CSV structure (commas, quotes, line ends) is ASCII, so rows and
-    # fields split exactly as in UTF-8, and every field keeps its delivered bytes.
-    frame = _read_csv(spark, rest, "ISO-8859-1").transform(decode_utf8(table))
-    if utf8:
-        clean = _read_csv(spark, utf8, "UTF-8").select(
-            *table.names, F.lit(None).cast(frame.schema[NOT_UTF8].dataType).alias(NOT_UTF8)
-        )
-        frame = clean.unionByName(frame)
+    # Spark names the columns of one read after a single header and takes every file's fields by
+    # position: files whose headers differ are read apart, then matched by name.
+    groups: dict[tuple[str, bool], list[Path]] = {}
+    for path, header in zip(found.files, found.headers, strict=True):
+        groups.setdefault((header, is_utf8(path)), []).append(path)
+    frames = []
+    for (_, utf8), paths in groups.items():
+        if utf8:
+            frames.append(_read_csv(spark, paths, "UTF-8").select(*table.names))
+        else:
+            # One character per byte: the CSV structure (commas, quotes, line ends) is ASCII, so
+            # rows and fields split exactly as in UTF-8, and every field keeps its bytes.
+            frames.append(_read_csv(spark, paths, "ISO-8859-1").transform(decode_utf8(table)))
+    if any(NOT_UTF8 in f.columns for f in frames):
+        unchecked = F.lit(None).cast(T.ArrayType(T.StringType())).alias(NOT_UTF8)
+        frames = [f if NOT_UTF8 in f.columns else f.select(*table.names, unchecked) for f in frames]
+    frame = frames[0]
+    for other in frames[1:]:
+        frame = frame.unionByName(other)
     return frame
 
 
