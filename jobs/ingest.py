@@ -1,9 +1,10 @@
 """Ingest: parse and validate landing rows; every row is accepted or quarantined with a reason.
 
-Row-level faults never stop the run: a value that does not parse, a missing required value, an
-unknown enum value, a negative amount, a broken date order, a duplicate key or an unknown
-reference sends the row to quarantine. A loan that is quarantined takes its schedule, repayments
-and other child rows with it (reason LOAN_QUARANTINED), so no loan is half-present.
+Row-level faults never stop the run: bytes that are not UTF-8 (CSV), a value that does not parse,
+a missing required value, an unknown enum value, a negative amount, a broken date order, a
+duplicate key or an unknown reference sends the row to quarantine. A loan that is quarantined
+takes its schedule, repayments and other child rows with it (reason LOAN_QUARANTINED), so no loan
+is half-present.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from pyspark.sql import types as T
 
 from jobs.masking import mask_column
 from schemas.base import Table
-from schemas.landing import BORROWERS, BRANCH_LEVELS, BRANCHES, LANDING_TABLES, LOAN_CHILDREN, LOANS, PRODUCTS, SCHEDULE
+from schemas.landing import (
+    BORROWERS,
+    BRANCH_LEVELS,
+    BRANCHES,
+    LANDING_TABLES,
+    LOAN_CHILDREN,
+    LOANS,
+    NOT_UTF8,
+    PRODUCTS,
+    SCHEDULE,
+)
 from schemas.registry import landing_table
 
 # A row's reasons are one text, "CODE:detail; CODE:detail", empty when the row is accepted: built
@@ -59,10 +70,17 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
         # The raw values ride along, as delivered, for quarantine records (cast to text only for
         # refused rows); `ingest` drops them from accepted rows before caching.
         sources = F.struct(*[F.col(c) for c in table.names])
+        # Bytes that are not UTF-8 (CSV, io.decode_utf8) come first: the value is unknown, so no
+        # other check of that column means anything (and the column parses as null).
+        encoding: list[Column] = []
         reasons: list[Column] = []
         parsed: list[Column] = []
         for c in table.columns:
             source = F.col(c.name)
+            readable = F.lit(True)
+            if NOT_UTF8 in delivered:
+                readable = ~F.coalesce(F.array_contains(NOT_UTF8, c.name), F.lit(False))
+                encoding.append(_reason(~readable, "INVALID_ENCODING", c.name))
             if _delivered_as_contract(delivered[c.name], c.dtype):
                 value = source
                 blank = source.isNull()
@@ -78,6 +96,12 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
                     # 10000 (which a Python reader of the lake cannot hold): an ISO date only.
                     iso = text.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9:.]+)?$")
                     value = F.when(iso & (F.year(value) >= 1), value)
+                if isinstance(c.dtype, T.TimestampType):
+                    # Spark's cast also reads "2026", a time alone (as today's date, so a rerun would
+                    # differ), a zone offset (shifting a local time) and years 0 or 10000: a local
+                    # ISO date and time only.
+                    iso = text.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?$")
+                    value = F.when(iso & (F.year(value) >= 1), value)
                 if isinstance(c.dtype, T.BooleanType):
                     lowered = F.lower(text)
                     value = F.when(lowered.isin("true", "1", "y", "yes"), F.lit(True)).when(
@@ -85,6 +109,8 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
                     )
                 blank = source.isNull() | (text == "")
                 unparsable = ~blank & value.isNull()
+            if NOT_UTF8 in delivered:
+                value, blank, unparsable = F.when(readable, value), readable & blank, readable & unparsable
             parsed.append(value.alias(c.name))
             if not c.nullable:
                 code = "NULL_KEY" if c.name in table.key else "MISSING_VALUE"
@@ -98,7 +124,7 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
             *parsed,
             sources.alias("_src"),
             _row_digest(table.names).alias("_row_hash"),
-            F.concat_ws(SEPARATOR, *reasons).alias(ACCEPTED),
+            F.concat_ws(SEPARATOR, *encoding, *reasons).alias(ACCEPTED),
         )
 
     return transform

@@ -2,15 +2,19 @@
 
 Landing files are checked before Spark touches them (Parquet footers, CSV headers), so that a
 structurally unusable input stops the run with one line naming the file and the column, before
-anything is written. Lake tables are created from their contracts in `schemas/` (with table and
-column comments, partitioning, and only the protocol features delta-rs reads); a business date is
-replaced in one Delta commit per table (`replaceWhere`).
+anything is written. A CSV file whose body is not UTF-8 throughout is read byte for byte, so that
+the rows holding the bad bytes are refused one by one and the rest of the file is still used.
+
+Lake tables are created from their contracts in `schemas/` (with table and column comments,
+partitioning, and only the protocol features delta-rs reads); a business date is replaced in one
+Delta commit per table (`replaceWhere`).
 """
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from delta.tables import DeltaTable as SparkDeltaTable
 from deltalake import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.config import OperationsConfig
 from schemas.base import Table
 from schemas.lake import RUN_LEDGER
+from schemas.landing import NOT_UTF8
 
 # delta-rs (the API's reader) must understand every table: keep to the basic protocol.
 TABLE_PROPERTIES = {
@@ -56,6 +61,12 @@ class WriteLayout:
         return {**TABLE_PROPERTIES, **self.retention}
 
 
+# A CSV header longer than this is not a header (and reading on would load a whole file).
+HEADER_BYTES = 1 << 20
+# The UTF-8 scan of a CSV file reads this much at a time.
+SCAN_BYTES = 1 << 22
+
+
 class LandingError(RuntimeError):
     """A landing input that cannot be used at all: names the file (or folder) and the column."""
 
@@ -73,6 +84,8 @@ class LandingFiles:
     table: Table
     fmt: str
     files: tuple[Path, ...]
+    # CSV only: each file's header line, as delivered.
+    headers: tuple[str, ...] = ()
 
 
 def find_landing(landing: Path, table: Table) -> LandingFiles | None:
@@ -99,17 +112,22 @@ def find_landing(landing: Path, table: Table) -> LandingFiles | None:
                 if column not in names:
                     raise LandingError(path, f"missing column {column}")
         return LandingFiles(table, "parquet", tuple(parquet))
+    headers: list[str] = []
     for path in csv:
         try:
-            with path.open(encoding="utf-8-sig") as handle:
-                header = handle.readline().rstrip("\r\n")
+            # The header line alone: bad bytes further down are row faults, refused row by row.
+            with path.open("rb") as handle:
+                header = handle.readline(HEADER_BYTES).decode("utf-8-sig").rstrip("\r\n")
         except (UnicodeDecodeError, OSError) as exc:
             raise LandingError(path, f"unreadable CSV header ({type(exc).__name__})") from None
-        names = {h.strip().strip('"') for h in header.split(",")}
+        columns = [h.strip().strip('"') for h in header.split(",")]
         for column in required:
-            if column not in names:
+            if column not in columns:
                 raise LandingError(path, f"missing column {column}")
-    return LandingFiles(table, "csv", tuple(csv))
+            if columns.count(column) > 1:
+                raise LandingError(path, f"column {column} appears {columns.count(column)} times")
+        headers.append(header)
+    return LandingFiles(table, "csv", tuple(csv), tuple(headers))
 
 
 def read_landing(spark: SparkSession, landing: Path, table: Table) -> DataFrame:
@@ -118,18 +136,99 @@ def read_landing(spark: SparkSession, landing: Path, table: Table) -> DataFrame:
     if found is None:
         empty = T.StructType([T.StructField(c.name, T.StringType()) for c in table.columns])
         return spark.createDataFrame([], empty)
-    paths = [str(p) for p in found.files]
     if found.fmt == "parquet":
-        frame = spark.read.parquet(*paths)
-    else:
-        frame = (
-            spark.read.option("header", "true")
-            .option("encoding", "UTF-8")
-            .option("mode", "PERMISSIVE")
-            .option("inferSchema", "false")
-            .csv(paths)
-        )
-    return frame.select(*table.names)
+        return spark.read.parquet(*[str(p) for p in found.files]).select(*table.names)
+    # Spark names the columns of one read after a single header and takes every file's fields by
+    # position: files whose headers differ are read apart, then matched by name.
+    groups: dict[tuple[str, bool], list[Path]] = {}
+    for path, header in zip(found.files, found.headers, strict=True):
+        groups.setdefault((header, is_utf8(path)), []).append(path)
+    frames = []
+    for (_, utf8), paths in groups.items():
+        if utf8:
+            frames.append(_read_csv(spark, paths, "UTF-8").select(*table.names))
+        else:
+            # One character per byte: the CSV structure (commas, quotes, line ends) is ASCII, so
+            # rows and fields split exactly as in UTF-8, and every field keeps its bytes.
+            frames.append(_read_csv(spark, paths, "ISO-8859-1").transform(decode_utf8(table)))
+    if any(NOT_UTF8 in f.columns for f in frames):
+        unchecked = F.lit(None).cast(T.ArrayType(T.StringType())).alias(NOT_UTF8)
+        frames = [f if NOT_UTF8 in f.columns else f.select(*table.names, unchecked) for f in frames]
+    frame = frames[0]
+    for other in frames[1:]:
+        frame = frame.unionByName(other)
+    return frame
+
+
+def _read_csv(spark: SparkSession, files: list[Path], encoding: str) -> DataFrame:
+    return (
+        spark.read.option("header", "true")
+        .option("encoding", encoding)
+        .option("mode", "PERMISSIVE")
+        .option("inferSchema", "false")
+        .csv([str(p) for p in files])
+    )
+
+
+def is_utf8(path: Path) -> bool:
+    """Whether a whole file is UTF-8, read in chunks (memory stays flat on big extracts)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with path.open("rb") as handle:
+        try:
+            while chunk := handle.read(SCAN_BYTES):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+# One UTF-8 character beyond ASCII (Unicode's table of well-formed byte sequences: no overlong
+# forms, no surrogates, nothing above U+10FFFF), matched in text read as ISO-8859-1, where each
+# character is one byte.
+UTF8_MULTIBYTE = (
+    r"[\xC2-\xDF][\x80-\xBF]|\xE0[\xA0-\xBF][\x80-\xBF]|[\xE1-\xEC\xEE\xEF][\x80-\xBF]{2}"
+    r"|\xED[\x80-\x9F][\x80-\xBF]|\xF0[\x90-\xBF][\x80-\xBF]{2}|[\xF1-\xF3][\x80-\xBF]{3}"
+    r"|\xF4[\x80-\x8F][\x80-\xBF]{2}"
+)
+# Cuts such text into characters and ASCII runs, leaving a byte that starts no character alone.
+UTF8_PIECES = rf"({UTF8_MULTIBYTE}|[\x00-\x7F]+|[\x80-\xFF])"
+
+
+def _bytes(latin1: Column) -> Column:
+    return F.encode(latin1, "ISO-8859-1")
+
+
+def shown_safely(latin1: Column) -> Column:
+    """Bytes (read as ISO-8859-1) that are not all UTF-8, as text: the characters decoded, each
+    stray byte as `\\xNN` and a delivered backslash doubled, so the two cannot be confused."""
+    pieces = F.regexp_extract_all(latin1, F.lit(UTF8_PIECES), 1)
+
+    def show(piece: Column) -> Column:
+        # A length-1 piece of a high byte is a stray: every character beyond ASCII is 2-4 bytes.
+        stray = (F.length(piece) == 1) & piece.rlike(r"[\x80-\xFF]")
+        text = F.replace(_bytes(piece).cast("string"), F.lit("\\"), F.lit("\\\\"))
+        return F.when(stray, F.concat(F.lit("\\x"), F.lower(F.hex(_bytes(piece))))).otherwise(text)
+
+    return F.array_join(F.transform(pieces, show), "")
+
+
+def decode_utf8(table: Table) -> Callable[[DataFrame], DataFrame]:
+    """Rows read as ISO-8859-1 back to text: a field whose bytes are UTF-8 is decoded exactly; one
+    whose bytes are not is shown safely and named in NOT_UTF8, for ingest to refuse the row."""
+
+    def transform(frame: DataFrame) -> DataFrame:
+        fields: list[Column] = []
+        faults: list[Column] = []
+        for name in table.names:
+            data = _bytes(F.col(name))
+            # Binary to string keeps the bytes as they are, for Spark's own UTF-8 check.
+            valid = F.coalesce(F.is_valid_utf8(data.cast("string")), F.lit(True))
+            fields.append(F.when(valid, data.cast("string")).otherwise(shown_safely(F.col(name))).alias(name))
+            faults.append(F.when(~valid, F.lit(name)))
+        return frame.select(*fields, F.filter(F.array(*faults), lambda n: n.isNotNull()).alias(NOT_UTF8))
+
+    return transform
 
 
 def count_landing(spark: SparkSession, landing: Path, table: Table, frame: DataFrame) -> int:

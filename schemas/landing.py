@@ -2,12 +2,17 @@
 
 One folder per table under the landing directory, holding Parquet files or UTF-8 CSV files with a
 header. Column types below are what each value must parse as; a value that does not parse, a
-missing required value, an unknown enum value or a broken reference sends the row to quarantine.
+missing required value, an unknown enum value, a broken reference or (CSV) bytes that are not
+UTF-8 send the row to quarantine.
 """
 
 from __future__ import annotations
 
 from schemas.base import BOOL, DATE, INT, MONEY, RATE, STRING, TIMESTAMP, Column, Table
+
+# Not a delivered column: the CSV reader adds it to the rows of a file that is not UTF-8
+# throughout, naming the columns whose bytes are not UTF-8 (ingest refuses those rows).
+NOT_UTF8 = "_not_utf8"
 
 REPAYMENT_METHODS = ("EQUAL_INSTALLMENT", "EQUAL_PRINCIPAL", "BULLET", "INTEREST_ONLY")
 PAYMENT_MODES = ("ENTRUSTED", "AUTONOMOUS")

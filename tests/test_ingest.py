@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.ingest import ingest, unreconciled
-from jobs.io import LandingError, read_landing
-from schemas.landing import BORROWERS, LANDING_TABLES, LOANS, SCHEDULE
+from jobs.ingest import checked_counts, ingest, unreconciled
+from jobs.io import LandingError, count_landing, read_landing
+from jobs.pipeline import settle
+from schemas.landing import BORROWERS, BRANCHES, GUARANTORS, LANDING_TABLES, LOANS, SCHEDULE
 from tests.helpers import AS_OF, text_frame
 
 LOAN = {
@@ -190,4 +191,91 @@ def test_csv_missing_column_names_the_file(spark: SparkSession, tmp_path: Path) 
     folder.mkdir()
     (folder / "b.csv").write_text("borrower_id,name,id_number,region_code\nB1,x,y,R1\n", encoding="utf-8")
     with pytest.raises(LandingError, match=r"borrowers/b.csv: missing column phone"):
+        read_landing(spark, tmp_path, BORROWERS)
+
+
+def test_csv_row_whose_bytes_are_not_utf8_is_quarantined_not_the_file(spark: SparkSession, tmp_path: Path) -> None:
+    people, guarantors = tmp_path / "borrowers", tmp_path / "guarantors"
+    people.mkdir()
+    guarantors.mkdir()
+    # Byte-order mark and CRLF line ends, as some exports write them.
+    (people / "part-0.csv").write_bytes(
+        b"\xef\xbb\xbfborrower_id,name,id_number,phone,region_code\r\n"
+        + "B1,張三豐,110101199003071234,13800138000,R1\r\n".encode()
+        # A name exported in GBK into a UTF-8 extract.
+        + b"B2,"
+        + "李四".encode("gbk")
+        + b",110101199003075678,,R1\r\n"
+        # A name cut inside its last character, a stray byte in the ID number, a backslash.
+        + b"B3,"
+        + "王五".encode()[:-1]
+        + b",11010119900307901\xff,13900139000,R\\2\r\n"
+        # U+FFFD delivered as valid UTF-8 is text like any other.
+        + "B4,\ufffd名,110101199003071111,,R1\r\n".encode()
+    )
+    (people / "part-1.csv").write_bytes(
+        "borrower_id,name,id_number,phone,region_code\nB5,趙六,1101011990,,R2\n".encode()
+    )
+    (guarantors / "part-0.csv").write_bytes(
+        "guarantor_id,loan_id,name,id_number,phone\nG1,L1,錢七,110101198001011234,\n".encode()
+        + b"G2,L\x9f1,ok,110101198001015678,\n"
+    )
+    raw = raw_book(spark, loans=[LOAN])
+    raw["borrowers"] = read_landing(spark, tmp_path, BORROWERS)
+    raw["guarantors"] = read_landing(spark, tmp_path, GUARANTORS)
+    # Settled as in the nightly run: unsettled, every query replans the whole ingest (3x slower).
+    result = ingest(raw, "run-1", AS_OF, settle)
+
+    rows = sorted(result.quarantine().collect(), key=lambda r: (r["source_table"], r["record_key"]))
+    assert [(r["source_table"], r["record_key"], r["reason_code"], r["reason_detail"]) for r in rows] == [
+        ("borrowers", "B2", "INVALID_ENCODING", "INVALID_ENCODING:name"),
+        ("borrowers", "B3", "INVALID_ENCODING", "INVALID_ENCODING:name; INVALID_ENCODING:id_number"),
+        ("guarantors", "G2", "INVALID_ENCODING", "INVALID_ENCODING:loan_id"),
+    ]
+    # Stray bytes shown as \xNN (personal data still masked); no U+FFFD invented.
+    assert [json.loads(r["raw_record"]) for r in rows] == [
+        {
+            "borrower_id": "B2",
+            "name": "\\" + "*" * 15,
+            "id_number": "110101********5678",
+            "phone": None,
+            "region_code": "R1",
+        },
+        {
+            "borrower_id": "B3",
+            "name": "王********",
+            "id_number": "110101***********\\xff",
+            "phone": "139****9000",
+            "region_code": "R\\2",
+        },
+        {"guarantor_id": "G2", "loan_id": "L\\x9f1", "name": "o*", "id_number": "110101********5678", "phone": None},
+    ]
+    assert sorted((r["borrower_id"], r["name"]) for r in result.accepted("borrowers").collect()) == [
+        ("B1", "張三豐"),
+        ("B4", "\ufffd名"),
+        ("B5", "趙六"),
+    ]
+    assert [r["guarantor_id"] for r in result.accepted("guarantors").collect()] == ["G1"]
+    assert checked_counts(result, "borrowers") == (3, 2)
+    assert checked_counts(result, "guarantors") == (1, 1)
+    assert count_landing(spark, tmp_path, BORROWERS, raw["borrowers"]) == 5
+
+
+def test_csv_files_with_their_columns_in_different_orders_are_read_by_name(spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "branches"
+    folder.mkdir()
+    (folder / "a.csv").write_text("branch_id,parent_id,level,name,region_code\nHQ,,HQ,總行,R0\n", encoding="utf-8")
+    (folder / "b.csv").write_text("branch_id,level,parent_id,name,region_code\nS1,SUB,HQ,支行,R1\n", encoding="utf-8")
+    rows = sorted(tuple(r) for r in read_landing(spark, tmp_path, BRANCHES).collect())
+    # Read as one, Spark took b.csv's order for both: head office got parent HQ and no level.
+    assert rows == [("HQ", None, "HQ", "總行", "R0"), ("S1", "HQ", "SUB", "支行", "R1")]
+
+
+def test_csv_column_delivered_twice_names_the_file(spark: SparkSession, tmp_path: Path) -> None:
+    folder = tmp_path / "borrowers"
+    folder.mkdir()
+    (folder / "b.csv").write_text(
+        "borrower_id,name,id_number,phone,region_code,name\nB1,x,y,z,R1,w\n", encoding="utf-8"
+    )
+    with pytest.raises(LandingError, match=r"borrowers/b.csv: column name appears 2 times"):
         read_landing(spark, tmp_path, BORROWERS)

@@ -4,6 +4,7 @@ as a ConfigError naming the file and the key."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -24,17 +25,27 @@ from pyspark.sql import functions as F
 from jobs.config import ConfigError, load_config
 from jobs.generate import generate_landing
 from jobs.ingest import checked_counts, ingest, unreconciled
-from jobs.io import LandingError, read_landing
+from jobs.io import LandingError, count_landing, read_landing
+from jobs.masking import mask_value
 from jobs.pipeline import run_nightly, settle
 from schemas.base import Table
 from schemas.landing import (
     AGENCIES,
     BORROWERS,
     BRANCHES,
+    CHANNELS,
+    COLLATERAL,
+    COLLECTION_ACTIONS,
+    COMPLETED_INSPECTIONS,
+    GUARANTORS,
     LANDING_TABLES,
+    LOAN_CHILDREN,
     LOANS,
+    OFFICERS,
+    OVERRIDES,
     PRODUCTS,
     REPAYMENTS,
+    RISK_SIGNALS,
     SCHEDULE,
 )
 from tests.helpers import AS_OF, text_frame
@@ -84,6 +95,22 @@ UNPARSABLE = {
         "-0001-01-01",
     ],
     "boolean": ["maybe", "2", "si", "T"],
+    "timestamp": [
+        "2026-05-10 25:00:00",
+        "2026-02-30 09:00:00",
+        "abc",
+        "10/05/2026 09:30",
+        # Spark's cast reads these as timestamps; no local date and time is meant.
+        "2026",
+        "2026-05",
+        "2026-05-10",
+        "09:30:00",
+        "T09:30",
+        "2026-05-10T09:30:00Z",
+        "2026-05-10 09:30:00+08:00",
+        "10000-01-01 00:00:00",
+        "0000-05-10 09:30:00",
+    ],
 }
 HUGE = {
     "decimal(18,2)": ["1e19", "12345678901234567.00", "99999999999999999999"],
@@ -91,6 +118,8 @@ HUGE = {
     "int": ["99999999999", "-99999999999"],
 }
 FAR_DATES = ["0001-01-01", "9999-12-31", "1900-01-01", "2999-12-31"]
+# A day inside the range either side, so that Python (which reads timestamps in local time) holds them.
+FAR_TIMES = ["0001-01-02 00:00:00", "9999-12-30 23:59:59", "1900-01-01T00:00", "2026-05-10 09:30:00.123456"]
 BROKEN_TEXT = [
     "\ufffd\ufffd名",
     "A\x00B",
@@ -103,6 +132,8 @@ BROKEN_TEXT = [
 ]
 INVALID_ENUM = ["BALLOON", "active", " ACTIVE", "???", "ＡＣＴＩＶＥ"]
 
+ACCEPT, REFUSE, UNKNOWN = "accept", "refuse", "unknown"
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -113,6 +144,9 @@ class Spec:
     refs: dict[str, str]
     text: tuple[str, ...]
     alter: str
+    # A real calendar date far out: loans and their schedules check date order (the row's fate
+    # depends on the other dates); the other tables check none, so it is accepted.
+    far: str = UNKNOWN
 
 
 SPECS = {
@@ -128,11 +162,23 @@ SPECS = {
     "branches": Spec(BRANCHES, {"parent_id": "UNKNOWN_REFERENCE"}, ("name",), "name"),
     "products": Spec(PRODUCTS, {}, ("name", "category"), "name"),
     "agencies": Spec(AGENCIES, {}, ("name", "region_codes"), "name"),
+    # Optional extracts. Their references to officers, branches, channels, borrowers and agencies
+    # are not checked (an absent optional table would otherwise refuse them all): free text here.
+    "officers": Spec(OFFICERS, {}, ("name", "branch_id"), "name", ACCEPT),
+    "channels": Spec(CHANNELS, {}, ("name", "branch_id", "manager_officer_id"), "name", ACCEPT),
+    "risk_signals": Spec(RISK_SIGNALS, {"loan_id": "UNKNOWN_LOAN"}, ("borrower_id",), "borrower_id", ACCEPT),
+    "overrides": Spec(OVERRIDES, {"loan_id": "UNKNOWN_LOAN"}, ("reason", "approver"), "reason", ACCEPT),
+    "collateral": Spec(COLLATERAL, {"loan_id": "UNKNOWN_LOAN"}, (), "appraised_value", ACCEPT),
+    "guarantors": Spec(GUARANTORS, {"loan_id": "UNKNOWN_LOAN"}, ("name", "phone"), "phone", ACCEPT),
+    "completed_inspections": Spec(
+        COMPLETED_INSPECTIONS, {"loan_id": "UNKNOWN_LOAN"}, ("task_id", "task_type", "channel_id"), "task_type", ACCEPT
+    ),
+    "collection_actions": Spec(
+        COLLECTION_ACTIONS, {"loan_id": "UNKNOWN_LOAN"}, ("action_type", "outcome", "agency_id"), "outcome", ACCEPT
+    ),
 }
 KINDS = ("blank", "unparsable", "huge", "invalid", "negative", "unknown_ref", "text", "far_date", "dup_row", "dup_key")
 KINDS_REPAYMENTS = (*KINDS, "reversal")
-
-ACCEPT, REFUSE, UNKNOWN = "accept", "refuse", "unknown"
 
 
 @dataclass
@@ -211,13 +257,13 @@ def _corrupt_row(draw: Any, spec: Spec, row: Row, kinds: list[str], serial: str)
             row[name] = draw(st.sampled_from(BROKEN_TEXT))
             state[name] = (ACCEPT, None)
         elif kind == "far_date":
-            dates = [c.name for c in table.columns if _dtype(table, c.name) == "date"]
+            dates = [c.name for c in table.columns if _dtype(table, c.name) in ("date", "timestamp")]
             if not dates:
                 continue
             name = draw(st.sampled_from(dates))
-            row[name] = draw(st.sampled_from(FAR_DATES))
+            row[name] = draw(st.sampled_from(FAR_DATES if _dtype(table, name) == "date" else FAR_TIMES))
             # A real calendar date: accepted or refused by the date-order checks, not by parsing.
-            state[name] = (UNKNOWN, None)
+            state[name] = (spec.far, None)
         elif kind == "dup_row":
             copies += 1
         elif kind == "dup_key":
@@ -241,13 +287,14 @@ def _corrupt_row(draw: Any, spec: Spec, row: Row, kinds: list[str], serial: str)
             "officer_id": ["O9", "O8"],
             "interest_due": ["7.00", "8.00"],
             "value_date": ["2026-03-01", "2026-04-01"],
+            "appraised_value": ["7.00", "8.00"],
         }
         for candidate in [*alternatives.get(spec.alter, []), "other", "another"]:
             if candidate != row[spec.alter]:
                 other[spec.alter] = candidate
                 break
         delivered.append(other)
-    column = "parent_id" if table is BRANCHES else "loan_id" if table in (SCHEDULE, REPAYMENTS) else None
+    column = "parent_id" if table is BRANCHES else "loan_id" if table in LOAN_CHILDREN else None
     ref = row[column] if column is not None and column not in state else None
     return delivered, Expect(table.name, key, verdict, fragments, ref)
 
@@ -297,6 +344,8 @@ CORE: dict[str, list[Row]] = {
         }
     ],
     "agencies": [],
+    "officers": [],
+    "channels": [],
 }
 
 
@@ -326,7 +375,84 @@ def _noise(name: str, i: int, parents: list[str]) -> Row:
             "phone": None,
             "region_code": "R2",
         }
+    if name == "officers":
+        return {
+            "officer_id": f"ON{i}",
+            "name": f"經理{i}",
+            "branch_id": "S1",
+            "role": "CUSTOMER_MANAGER",
+            "active": "Y",
+        }
+    if name == "channels":
+        return {
+            "channel_id": f"CH{i}",
+            "name": f"渠道{i}",
+            "branch_id": "S1",
+            "manager_officer_id": "O1",
+            "status": "ACTIVE",
+            "onboarded_date": "2025-01-01",
+        }
     return {"agency_id": f"AN{i}", "name": f"催收{i}", "region_codes": "R1,R2", "capacity": "10", "status": "ACTIVE"}
+
+
+def _loan_extras(i: int) -> dict[str, Row]:
+    """One row of each optional extract that names loan L{i}."""
+    loan = f"L{i}"
+    return {
+        "risk_signals": {
+            "signal_id": f"RS{i}",
+            "loan_id": loan,
+            "borrower_id": "B1",
+            "signal_type": "OTHER_BANK_OVERDUE",
+            "severity": "MINOR",
+            "signal_date": "2026-03-01",
+            "cleared_date": None,
+            "days_overdue": "45",
+            "has_estate": None,
+        },
+        "overrides": {
+            "override_id": f"OV{i}",
+            "loan_id": loan,
+            "risk_class": "SUBSTANDARD",
+            "reason": "人工認定",
+            "approver": "O2",
+            "approved_date": "2026-04-01",
+            "expiry_date": "2026-12-31",
+        },
+        "collateral": {
+            "collateral_id": f"C{i}",
+            "loan_id": loan,
+            "collateral_type": "MORTGAGE",
+            "appraised_value": "250000.00",
+            "valuation_date": "2025-12-20",
+        },
+        "guarantors": {
+            "guarantor_id": f"G{i}",
+            "loan_id": loan,
+            "name": "王五",
+            "id_number": "110101198001011234",
+            "phone": "13900139000",
+        },
+        "completed_inspections": {
+            "inspection_id": f"I{i}",
+            "task_id": None,
+            "task_type": "FIRST_CALLBACK",
+            "loan_id": loan,
+            "channel_id": None,
+            "completed_date": "2026-01-15",
+            "officer_id": "O1",
+            "outcome": "NORMAL",
+        },
+        "collection_actions": {
+            "action_id": f"A{i}",
+            "loan_id": loan,
+            "action_type": "PHONE",
+            "action_time": "2026-05-10 09:30:00",
+            "contact_type": "BORROWER",
+            "outcome": "CONTACTED",
+            "agency_id": None,
+        },
+    }
 
 
 def _kinds(name: str) -> st.SearchStrategy[list[str]]:
@@ -369,6 +495,9 @@ def books(draw: Any) -> Book:
         for j in range(draw(st.integers(0, 2))):
             base = {"txn_id": f"T{i}-{j}", "loan_id": f"L{i}", "value_date": f"2026-0{j + 2}-10", "amount": "505.00"}
             deliver("repayments", base, f"T{i}-{j}")
+        for name, extra in _loan_extras(i).items():
+            if draw(st.booleans()):
+                deliver(name, extra, f"{name}{i}")
     _cascade(expect, origin)
     return Book(rows, expect)
 
@@ -431,7 +560,7 @@ def test_every_generated_row_is_accepted_or_quarantined_with_its_reason(spark: S
     for table in LANDING_TABLES:
         frame = result.tables[table.name]
         for c in table.columns:
-            if c.dtype.simpleString() == "date":
+            if c.dtype.simpleString() in ("date", "timestamp"):
                 odd = frame.where(~F.year(c.name).between(1, 9999)).select(c.name).collect()
                 assert not odd, f"{table.name}.{c.name} accepted dates outside years 1-9999: {odd}"
         accepted[table.name] = frame.collect()
@@ -454,9 +583,10 @@ def test_every_generated_row_is_accepted_or_quarantined_with_its_reason(spark: S
         assert r["borrower_id"] in ids["borrowers"], r
     for r in accepted["branches"]:
         assert r["parent_id"] is None or r["parent_id"] in ids["branches"], r
-    for name in ("schedule", "repayments"):
-        for r in accepted[name]:
-            assert r["loan_id"] in loan_ids, (name, r)
+    for child in LOAN_CHILDREN:
+        for r in accepted[child.name]:
+            # Nullable in risk signals (a borrower's every loan) and inspections (channel checks).
+            assert r["loan_id"] in loan_ids or (r["loan_id"] is None and child.column("loan_id").nullable), r
     for r in accepted["schedule"]:
         assert r["due_date"] >= next(x for x in accepted["loans"] if x["loan_id"] == r["loan_id"])["disbursement_date"]
 
@@ -598,6 +728,121 @@ def test_nightly_run_on_a_truncated_file_stops_before_writing(
         run_nightly(spark, load_config(conf_dir), AS_OF, broken, lake)
     assert lake_state(lake) == before
     assert before, "the lake held a table before the run"
+
+
+# --------------------------------------------------------------------------------------------
+# Bytes that are not UTF-8 inside CSV bodies: the row is refused (INVALID_ENCODING) and shown
+# safely, the rest of the file is used, and counts reconcile
+
+# A required table and an optional one, both with personal data. Borrower B1 and loan L1 (every
+# guarantor's loan) are delivered intact, so only the bytes decide a row's fate.
+ENCODED = (BORROWERS, GUARANTORS)
+CSV_BASE: dict[str, list[Row]] = {**{k: v for k, v in CORE.items() if k != "borrowers"}, "loans": [LOAN]}
+# Valid UTF-8: a legitimate U+FFFD, four-byte characters and backslashes are ordinary text.
+CLEAN_TEXT = st.text(alphabet="abcXYZ019-_.名張三豐\ufffd🙂é\\", min_size=1, max_size=6)
+# High bytes only: never a comma, a quote or a line end, so the rows and fields stay as they were.
+HIGH_BYTES = st.binary(min_size=1, max_size=3).map(lambda data: bytes(0x80 | b for b in data))
+
+
+@dataclass(frozen=True)
+class CsvDelivery:
+    """Per table, the files delivered: rows of fields, as bytes, in the contract's column order."""
+
+    files: dict[str, list[list[list[bytes]]]]
+    newline: bytes
+
+
+@st.composite
+def _corrupted(draw: Any, data: bytes) -> bytes:
+    """Stray high bytes put in, or a character cut short (whether the result is still UTF-8 is
+    for the oracle to find out)."""
+    high = [i for i, b in enumerate(data) if b >= 0x80]
+    if high and draw(st.booleans()):
+        at = draw(st.sampled_from(high))
+        return data[:at] + data[at + 1 :]
+    at = draw(st.integers(0, len(data)))
+    return data[:at] + draw(HIGH_BYTES) + data[at:]
+
+
+@st.composite
+def csv_deliveries(draw: Any) -> CsvDelivery:
+    files: dict[str, list[list[list[bytes]]]] = {}
+    for table in ENCODED:
+        rows: list[list[bytes]] = []
+        if table is BORROWERS:
+            rows.append([v.encode() for v in ("B1", "張三豐", "110101199003071234", "13800138000", "R1")])
+        for i in range(draw(st.integers(2, 6))):
+            ids = {"borrower_id": f"BE{i}", "guarantor_id": f"GE{i}", "loan_id": "L1"}
+            row = [ids[c].encode() if c in ids else draw(CLEAN_TEXT).encode() for c in table.names]
+            # The first row always gets a corruption (nearly always bytes that are not UTF-8).
+            for name in draw(st.lists(st.sampled_from(table.names), min_size=int(i == 0), max_size=2, unique=True)):
+                at = table.names.index(name)
+                row[at] = draw(_corrupted(row[at]))
+            rows.append(row)
+        # Two files: one may be clean (read as UTF-8, as before) beside a broken one.
+        cut = draw(st.integers(1, len(rows) - 1))
+        files[table.name] = [rows[:cut], rows[cut:]]
+    return CsvDelivery(files, draw(st.sampled_from([b"\n", b"\r\n"])))
+
+
+def _shown(data: bytes) -> str:
+    """The oracle's rendering of a field: UTF-8 as is; otherwise Python's own UTF-8 decoder, each
+    byte it cannot place as \\xNN and a delivered backslash doubled."""
+    if not _not_utf8(data):
+        return data.decode("utf-8")
+    return data.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def _write_csv(landing: Path, delivery: CsvDelivery) -> None:
+    for table in ENCODED:
+        folder = landing / table.name
+        folder.mkdir(parents=True)
+        for n, rows in enumerate(delivery.files[table.name]):
+            lines = [",".join(table.names).encode(), *(b",".join(row) for row in rows)]
+            (folder / f"part-{n}.csv").write_bytes(delivery.newline.join(lines) + delivery.newline)
+
+
+@settings(SPARK_SETTINGS, max_examples=3)
+@given(delivery=csv_deliveries())
+def test_csv_row_with_bytes_that_are_not_utf8_is_quarantined_and_shown_safely(
+    spark: SparkSession, delivery: CsvDelivery
+) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        landing = Path(scratch)
+        _write_csv(landing, delivery)
+        raw = {t.name: text_frame(spark, t, CSV_BASE.get(t.name, [])) for t in LANDING_TABLES}
+        for table in ENCODED:
+            raw[table.name] = read_landing(spark, landing, table)
+        counted = {t.name: count_landing(spark, landing, t, raw[t.name]) for t in ENCODED}
+        result = ingest(raw, "run-bytes", AS_OF, settle)  # never raises
+        counts = {t.name: checked_counts(result, t.name) for t in ENCODED}
+        refused = {(q["source_table"], q["record_key"]): q for q in result.quarantine().collect()}
+        accepted = {t.name: {r[t.key[0]]: r.asDict() for r in result.accepted(t.name).collect()} for t in ENCODED}
+
+    for table in ENCODED:
+        rows = [row for part in delivery.files[table.name] for row in part]
+        assert counted[table.name] == len(rows)
+        expect_refused = 0
+        for row in rows:
+            fields = dict(zip(table.names, row, strict=True))
+            bad = [c for c in table.names if _not_utf8(fields[c])]
+            key = _shown(fields[table.key[0]])
+            if not bad:
+                # Accepted exactly as delivered: nothing replaced (a delivered U+FFFD stays).
+                assert accepted[table.name][key] == {c: v.decode("utf-8") for c, v in fields.items()}
+                continue
+            expect_refused += 1
+            assert key not in accepted[table.name]
+            q = refused[(table.name, key)]
+            # Every column that is not UTF-8, and nothing else: its value is unknown, not wrong.
+            assert q["reason_code"] == "INVALID_ENCODING", q
+            assert q["reason_detail"] == "; ".join(f"INVALID_ENCODING:{c}" for c in bad), q
+            record = json.loads(q["raw_record"])
+            for c in table.names:
+                shown = _shown(fields[c])
+                assert record[c] == (mask_value(c, shown) if table.column(c).pii else shown), (c, fields[c], record)
+        assert counts[table.name] == (len(rows) - expect_refused, expect_refused)
+    assert len(refused) == sum(q for _, q in counts.values())
 
 
 # --------------------------------------------------------------------------------------------
