@@ -410,10 +410,11 @@ def test_maintain_compacts_repins_and_vacuums_without_changing_what_is_served(
         )
     assert [r["event"] for r in records][-2:] == ["maintenance_finished", "exit"]
 
-    # A second run finds the dates done: nothing optimized or re-pinned again.
+    # A second run finds the dates done: no date optimized or re-pinned again (the run ledger, not
+    # a dated table, is compacted whenever commits have added files to it, the re-pin's included).
     code, records = run_cli_logged(book, tmp_path, "maintain", *paths)
     assert code == 0 and serving(lake_copy) == after
-    assert not [r for r in records if r["event"] == "optimized"]
+    assert [r["figures"]["table"] for r in records if r["event"] == "optimized"] in ([], ["run_ledger"])
 
 
 def test_vacuum_keeps_the_files_of_a_pinned_version_a_failed_rerun_wrote_over(
