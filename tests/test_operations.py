@@ -249,9 +249,11 @@ def lake_copy(book: Book, tmp_path: Path) -> Path:
 
 
 def run_cli_logged(book: Book, tmp_path: Path, *argv: str) -> tuple[int, list[dict[str, Any]]]:
+    """Run the CLI with an event log; the records this call appended (the log file is appended to)."""
     log = tmp_path / "events.jsonl"
+    earlier = len(json_lines(log)) if log.exists() else 0
     code = cli(*argv, "--log-file", str(log))
-    records = json_lines(log) if log.exists() else []
+    records = json_lines(log)[earlier:] if log.exists() else []
     if records:
         assert_no_personal_data(log.read_text(encoding="utf-8"), book.landing)
     return code, records
