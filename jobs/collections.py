@@ -25,7 +25,7 @@ from jobs.allocation import agency_scorecard, build_placements, contract_columns
 from jobs.config import AppConfig, ConfigError
 from jobs.params import param, with_params
 from jobs.sections.collections import ActionSpec, CaseRule, CollectionsConfig, ConductLimits
-from jobs.stages import StageContext
+from jobs.stages import StageContext, materialize
 from schemas.base import Table
 from schemas.collections import AGENCY_PLACEMENTS, AGENCY_SCORECARD, COLLECTION_CASES
 
@@ -687,17 +687,6 @@ def previous_business_date(as_of: dt.date, previous_as_of: dt.date | None) -> dt
     if previous_as_of is not None and previous_as_of < as_of:
         return previous_as_of
     return as_of - dt.timedelta(days=1)
-
-
-def materialize(frame: DataFrame) -> DataFrame:
-    """Compute a frame once: hash-partitioned by loan_id, then localCheckpoint.
-
-    A checkpoint keeps the partitioning and ordering of the plan it came from, which may name
-    columns of that plan; a later persist of the checkpoint (the pipeline persists every output)
-    then fails to map them. After the repartition there is no ordering, and the partitioning is
-    on loan_id, an output column (which the later joins on loan_id can use).
-    """
-    return frame.repartition("loan_id").localCheckpoint()
 
 
 def build_collections(ctx: StageContext) -> dict[Table, DataFrame]:

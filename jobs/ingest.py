@@ -312,9 +312,7 @@ def ingest(
         frame = checked[child.name]
         frame = (
             frame.join(loan_status, frame["loan_id"] == loan_status["_seen"], "left")
-            .transform(
-                add_reason(F.col("loan_id").isNotNull() & ~F.col("_good"), "LOAN_QUARANTINED", "loan_id")
-            )
+            .transform(add_reason(F.col("loan_id").isNotNull() & ~F.col("_good"), "LOAN_QUARANTINED", "loan_id"))
             .transform(add_reason(F.col("loan_id").isNotNull() & F.col("_seen").isNull(), "UNKNOWN_LOAN", "loan_id"))
         )
         if child is SCHEDULE:

@@ -26,7 +26,7 @@ from jobs.config import AppConfig, ConfigError
 from jobs.delinquency import with_branch_hierarchy
 from jobs.params import param, with_params
 from jobs.sections.metrics import MetricsConfig
-from jobs.stages import StageContext
+from jobs.stages import StageContext, materialize
 from schemas.base import Table
 from schemas.lake import BUCKETS, LOAN_SNAPSHOT, NPL_CLASSES
 from schemas.landing import RISK_CLASSES
@@ -69,6 +69,7 @@ SNAPSHOT_COLUMNS: tuple[str, ...] = (
     "overdue_principal",
     "dpd",
     "bucket",
+    "max_dpd_ever",
     "first_payment_default",
     "risk_class",
     "is_npl",
@@ -513,7 +514,12 @@ def roll_rates(as_of: dt.date, groupings: Sequence[str]) -> Transform:
 
 
 def delinquency_milestones(
-    as_of: dt.date, schedule: DataFrame, repayments: DataFrame, fpd_days: int, levels: Mapping[str, int]
+    as_of: dt.date,
+    schedule: DataFrame,
+    repayments: DataFrame,
+    fpd_days: int,
+    levels: Mapping[str, int],
+    never_reached: DataFrame | None = None,
 ) -> Transform:
     """Add, per loan, the first date its dpd reached each level and the first-payment-default date.
 
@@ -528,11 +534,15 @@ def delinquency_milestones(
     largest threshold among those instalments. That can start to hold only on a day such a threshold
     enters (due date + X) or on a payment day (a reversal), so those days are the only candidates:
     one window per loan over them, set-based.
+
+    `never_reached` (loan_id) names loans known to have reached no level and no FPD by `as_of`:
+    their milestone dates are null without the windows over their schedule and payments.
     """
     day = F.lit(as_of)
 
     def transform(loans: DataFrame) -> DataFrame:
-        keyed = loans.select(
+        candidates = loans if never_reached is None else loans.join(never_reached, "loan_id", "left_anti")
+        keyed = candidates.select(
             "loan_id",
             F.col("closed_date").alias("_closed"),
             param("delinquency", "tolerance_amount").cast(MONEY).alias("_tol"),
@@ -599,15 +609,26 @@ def delinquency_milestones(
         firsts = scored.groupBy("loan_id").agg(
             *[F.min(F.when(F.col(f"_hit{i}"), F.col("_day"))).alias(kind) for i, kind in enumerate(kinds)]
         )
-        first_due = first.select("loan_id", F.col("due_date").alias("first_due_date"))
+        # Every loan's first due date, the spared ones' too: an aggregate, not the windows above.
+        first_due = (
+            schedule.join(loans.select("loan_id"), "loan_id", "left_semi")
+            .groupBy("loan_id")
+            .agg(F.min(F.struct("installment_no", "due_date")).alias("_first"))
+            .select("loan_id", F.col("_first.due_date").alias("first_due_date"))
+        )
         return loans.join(first_due, "loan_id", "left").join(firsts, "loan_id", "left")
 
     return transform
 
 
-def loan_history(ctx: StageContext, levels: Mapping[str, int], keep: Transform | None = None) -> DataFrame:
+def loan_history(
+    ctx: StageContext,
+    levels: Mapping[str, int],
+    keep: Transform | None = None,
+    never_reached: DataFrame | None = None,
+) -> DataFrame:
     """Loans disbursed on or before the date (closed ones too), optionally narrowed by `keep`, with their
-    delinquency milestones (`delinquency_milestones`)."""
+    delinquency milestones (`delinquency_milestones`, which `never_reached` spares a pass)."""
     tables = ctx.tables
     loans = tables["loans"].where(F.col("disbursement_date") <= F.lit(ctx.as_of))
     if keep is not None:
@@ -626,7 +647,12 @@ def loan_history(ctx: StageContext, levels: Mapping[str, int], keep: Transform |
         )
         .transform(
             delinquency_milestones(
-                ctx.as_of, tables["schedule"], tables["repayments"], ctx.config.delinquency.fpd_days, levels
+                ctx.as_of,
+                tables["schedule"],
+                tables["repayments"],
+                ctx.config.delinquency.fpd_days,
+                levels,
+                never_reached,
             )
         )
     )
@@ -1068,24 +1094,25 @@ def build_metrics(ctx: StageContext) -> dict[Table, DataFrame]:
         roll_groupings = _ordered_union(cfg.roll_groupings, targeted("M1_CURE_RATE"))
         roll_all = month_moves.transform(roll_rates(as_of, roll_groupings)).transform(labels)
 
-    # Milestones of every loan feed the vintage; the scorecard and the warnings need only a few loans
-    # (recent channel loans, today's first-payment defaults), so they get their own narrow pass rather
-    # than a cached copy of the full one: the stage stays lazy and leaves nothing in the cache.
+    # One pass of milestones feeds the vintage, the scorecard (recent channel loans) and the warnings
+    # (today's first-payment defaults); computed once, it is then only filtered. A loan on the book
+    # whose max_dpd_ever (the highest dpd of any day up to the date, same rules) is below every level
+    # and the FPD threshold reached none of them -- most of the live book -- so only the others take
+    # the windows over their schedule and payments. Measured at 1M loans before: 356 s of the
+    # stage's 380 s went to three passes over every loan's schedule.
     levels = {"dpd30_date": cfg.vintage_dpd30_days, "dpd90_date": cfg.vintage_dpd90_days}
-    everything = loan_history(ctx, levels)
-    recent_channel_loans = loan_history(
-        ctx,
-        levels,
-        lambda loans: loans.where(
-            F.col("channel_id").isNotNull()
-            & (
-                F.col("disbursement_date")
-                >= F.least(F.lit(as_of.replace(day=1)), F.add_months(F.lit(as_of), -cfg.channel_fpd_lookback_months))
-            )
-        ),
+    lowest = min(*levels.values(), ctx.config.delinquency.fpd_days + 1)
+    quiet = snapshot.where(F.col("max_dpd_ever") < lowest).select("loan_id")
+    everything = materialize(loan_history(ctx, levels, never_reached=quiet))
+    recent_channel_loans = everything.where(
+        F.col("channel_id").isNotNull()
+        & (
+            F.col("disbursement_date")
+            >= F.least(F.lit(as_of.replace(day=1)), F.add_months(F.lit(as_of), -cfg.channel_fpd_lookback_months))
+        )
     )
     defaulted = snapshot.where(F.col("first_payment_default")).select("loan_id")
-    first_payment_defaults = loan_history(ctx, levels, lambda loans: loans.join(defaulted, "loan_id", "left_semi"))
+    first_payment_defaults = everything.join(defaulted, "loan_id", "left_semi")
 
     def shaped(table: Table, frame: DataFrame | None) -> DataFrame:
         if frame is None:

@@ -41,3 +41,25 @@ class StageContext:
 
 
 Stage = Callable[[StageContext], dict[Table, DataFrame]]
+
+
+def settle(frame: DataFrame) -> DataFrame:
+    """Compute a frame once and cut its lineage, so later stages plan against a leaf.
+
+    Without this, each stage re-plans the whole night (ingest, delinquency, classification) and
+    the optimizer's work grows with every join. On a cluster with a checkpoint directory set
+    (`spark.checkpoint.dir`), the reliable checkpoint is used; locally, executor storage.
+    """
+    context = frame.sparkSession.sparkContext
+    return frame.checkpoint() if context.getCheckpointDir() else frame.localCheckpoint()
+
+
+def materialize(frame: DataFrame) -> DataFrame:
+    """Compute a frame a stage reads several times once: hash-partitioned by loan_id, then settled.
+
+    A checkpoint keeps the partitioning and ordering of the plan it came from, which may name
+    columns of that plan; a later persist of the checkpoint (the pipeline persists every output)
+    then fails to map them. After the repartition there is no ordering, and the partitioning is
+    on loan_id, an output column (which the later joins on loan_id can use).
+    """
+    return settle(frame.repartition("loan_id"))

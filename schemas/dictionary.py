@@ -19,6 +19,8 @@ def _table(table: Table) -> list[str]:
         facts.append(f"key: {', '.join(table.key)}")
     if table.partition_by:
         facts.append(f"partitioned by: {', '.join(table.partition_by)}")
+    if table.sort_by:
+        facts.append(f"sorted within each date by: {', '.join(table.sort_by)}")
     if table.layer == "landing":
         facts.append("optional extract (absent = empty)" if table.optional else "required extract")
     if facts:

@@ -42,6 +42,7 @@ LOAN_SNAPSHOT = Table(
     ),
     key=("as_of_date", "loan_id"),
     partition_by=("as_of_date",),
+    sort_by=("loan_id",),
     columns=(
         AS_OF,
         LOAN_ID,
@@ -87,6 +88,7 @@ CLASSIFICATION_HISTORY = Table(
     ),
     key=("as_of_date", "loan_id"),
     partition_by=("as_of_date",),
+    sort_by=("loan_id",),
     columns=(
         AS_OF,
         Column("loan_id", STRING, "Loan", nullable=False),

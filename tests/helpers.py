@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
+from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -16,3 +19,21 @@ def text_frame(spark: SparkSession, table: Table, rows: list[dict[str, str | Non
     """Landing rows as a bank's CSV delivers them: every column text, missing keys null."""
     schema = T.StructType([T.StructField(c, T.StringType()) for c in table.names])
     return spark.createDataFrame([tuple(r.get(c) for c in table.names) for r in rows], schema)
+
+
+def ledger(lake: Path) -> list[dict[str, Any]]:
+    """Every run_ledger row, read with delta-rs (the API's reader), table_versions as a dict."""
+    rows = DeltaTable(str(lake / "run_ledger")).to_pyarrow_table().to_pylist()
+    for row in rows:
+        row["table_versions"] = dict(row["table_versions"] or [])
+    return rows
+
+
+def serving(lake: Path) -> dict[dt.date, dict[str, Any]]:
+    """Each business date's serving run: its SUCCEEDED run that finished last."""
+    best: dict[dt.date, dict[str, Any]] = {}
+    for row in ledger(lake):
+        held = best.get(row["as_of_date"])
+        if row["status"] == "SUCCEEDED" and (held is None or row["finished_at"] > held["finished_at"]):
+            best[row["as_of_date"]] = row
+    return best

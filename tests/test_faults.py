@@ -41,6 +41,7 @@ from jobs.generate import generate_landing
 from jobs.lock import RunLocked
 from jobs.pipeline import run_nightly
 from schemas.registry import LAKE_TABLES
+from tests.helpers import ledger, serving
 
 REPO = Path(__file__).resolve().parent.parent
 MONTH_END = dt.date(2026, 9, 30)
@@ -55,29 +56,12 @@ INGEST, COLLECTIONS, WRITE = "ingest: validating landing rows", "collections", "
 # Reading the lake with delta-rs (independently of jobs/)
 
 
-def ledger(lake: Path) -> list[dict[str, Any]]:
-    rows = DeltaTable(str(lake / "run_ledger")).to_pyarrow_table().to_pylist()
-    for row in rows:
-        row["table_versions"] = dict(row["table_versions"] or [])
-    return rows
-
-
 def run_states(lake: Path) -> dict[str, list[dict[str, Any]]]:
     """Each run's ledger rows, RUNNING first."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for row in sorted(ledger(lake), key=lambda r: (r["finished_at"] is not None, r["finished_at"] or r["started_at"])):
         runs.setdefault(row["run_id"], []).append(row)
     return runs
-
-
-def serving(lake: Path) -> dict[dt.date, dict[str, Any]]:
-    """Each business date's serving run: its SUCCEEDED run that finished last."""
-    best: dict[dt.date, dict[str, Any]] = {}
-    for row in ledger(lake):
-        held = best.get(row["as_of_date"])
-        if row["status"] == "SUCCEEDED" and (held is None or row["finished_at"] > held["finished_at"]):
-            best[row["as_of_date"]] = row
-    return best
 
 
 def rows_of(table: pa.Table, drop: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:

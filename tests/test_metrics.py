@@ -97,6 +97,7 @@ def snapshot_rows(as_of: dt.date, rows: list[dict[str, Any]]) -> list[dict[str, 
                 "overdue_principal": M("0.00"),
                 "dpd": 0,
                 "bucket": "M0",
+                "max_dpd_ever": r.get("dpd", 0),
                 "first_payment_default": False,
                 "risk_class": risk_class,
                 "is_npl": risk_class in ("SUBSTANDARD", "DOUBTFUL", "LOSS"),
@@ -654,12 +655,18 @@ def test_milestones_give_first_30_90_and_fpd_dates_consistent_with_delinquency(s
     }
     # The same rules as loan_snapshot: 30+ reached <=> max_dpd_ever >= 30; FPD date <=> the FPD flag.
     on_book = book.where("status = 'ACTIVE'")
-    snap = on_book.transform(with_delinquency(VINTAGE_AS_OF, schedule, repayments, 30, 30, 6)).collect()
-    for r in snap:
+    snap = on_book.transform(with_delinquency(VINTAGE_AS_OF, schedule, repayments, 30, 30, 6))
+    for r in snap.collect():
         assert (r["max_dpd_ever"] >= 30, r["first_payment_default"]) == (
             got[r["loan_id"]][0] is not None,
             got[r["loan_id"]][2] is not None,
         ), r["loan_id"]
+    # Which is why the metrics spare the loans whose max_dpd_ever is under 30 the pass: here V3 (and
+    # V6, written off, is not on the book so it still takes it). Same milestones for every loan.
+    quiet = snap.where("max_dpd_ever < 30").select("loan_id")
+    assert [r["loan_id"] for r in quiet.collect()] == ["V3"]
+    spared = book.transform(delinquency_milestones(VINTAGE_AS_OF, schedule, repayments, 30, levels, quiet))
+    assert {r["loan_id"]: (r["dpd30_date"], r["dpd90_date"], r["fpd_date"]) for r in spared.collect()} == got
 
 
 def test_vintage_shares_of_disbursed_amount_by_month_on_book(spark: SparkSession) -> None:

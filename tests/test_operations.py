@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import shutil
@@ -41,11 +42,14 @@ from jobs.pipeline import catch_up_dates
 from schemas.lake import LOAN_SNAPSHOT
 from schemas.landing import LANDING_TABLES
 from schemas.registry import LAKE_TABLES
+from tests.helpers import ledger, serving
 
 MONTH_END = dt.date(2026, 9, 30)
 AS_OF = dt.date(2026, 10, 31)
 LOANS = 160
+ROW_GROUP_ROWS = 16
 DATED = [t for t in LAKE_TABLES if t.partition_by]
+SORTED = {t.name for t in DATED if t.sort_by}
 STAGES = ["ingest", "delinquency_classification", "inspections", "collections", "metrics", "write"]
 FIELDS = {"ts", "level", "logger", "run_id", "as_of", "stage", "event", "figures"}
 # Protocol features delta-rs 1.6 (the API's reader) cannot read, or that this lake must not use.
@@ -103,22 +107,6 @@ def assert_no_personal_data(text: str, landing: Path) -> None:
     assert not leaked, leaked[:5]
 
 
-def ledger(lake: Path) -> list[dict[str, Any]]:
-    rows = DeltaTable(str(lake / "run_ledger")).to_pyarrow_table().to_pylist()
-    for row in rows:
-        row["table_versions"] = dict(row["table_versions"] or [])
-    return rows
-
-
-def serving(lake: Path) -> dict[dt.date, dict[str, Any]]:
-    best: dict[dt.date, dict[str, Any]] = {}
-    for row in ledger(lake):
-        held = best.get(row["as_of_date"])
-        if row["status"] == "SUCCEEDED" and (held is None or row["finished_at"] > held["finished_at"]):
-            best[row["as_of_date"]] = row
-    return best
-
-
 def served_content(lake: Path) -> dict[tuple[dt.date, str], list[tuple[Any, ...]]]:
     """Every table of every served date, read with delta-rs at the version the ledger pins."""
     content = {}
@@ -164,7 +152,8 @@ def book(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, conf_dir
     root = tmp_path_factory.mktemp("ops")
     landing, lake, log = root / "landing", root / "lake", root / "logs" / "nightly.jsonl"
     generate_landing(spark, LOANS, AS_OF, 11, landing, "parquet")
-    conf = ops_conf(conf_dir, root / "conf", log__file=str(log))
+    # Row groups far smaller than the book, so that the sorted layout is seen to cut them.
+    conf = ops_conf(conf_dir, root / "conf", log__file=str(log), layout__sorted_row_group_rows=ROW_GROUP_ROWS)
     paths = ["--landing", str(landing), "--lake", str(lake), "--conf", str(conf)]
     capture = root / "console.txt"
     with capture.open("w", encoding="utf-8") as out, contextlib.redirect_stdout(out):
@@ -234,7 +223,54 @@ def test_each_date_is_written_as_one_file_per_table_on_a_small_book(book: Book) 
     for table in DATED:
         counts = files_per_date(book.lake, table.name)
         assert set(counts) <= {MONTH_END.isoformat(), AS_OF.isoformat()}, table.name
-        assert all(n == 1 for n in counts.values()), (table.name, counts)
+        # A sorted table's files are its range partitions: at most spark.sql.shuffle.partitions (2
+        # here; adaptive execution keeps as many as the cores), each a disjoint run of loan ids.
+        most = 2 if table.sort_by else 1
+        assert all(1 <= n <= most for n in counts.values()), (table.name, counts)
+
+
+def served_files(lake: Path, table: str) -> dict[dt.date, list[Path]]:
+    """The Parquet files of each served date of a table, at the version the ledger pins."""
+    files = {}
+    for day, run in serving(lake).items():
+        pinned = DeltaTable(str(lake / table), version=run["table_versions"][table])
+        uris = pinned.file_uris(partition_filters=[("as_of_date", "=", day.isoformat())])
+        files[day] = [Path(uri.removeprefix("file://")) for uri in uris]
+    return files
+
+
+def assert_one_row_group_per_key(lake: Path) -> None:
+    """Within each served date of a sorted table, the row groups' loan_id ranges are ordered and
+    disjoint, so a reader looking for one loan has exactly one row group to read."""
+    for table in (t for t in DATED if t.sort_by):
+        assert table.sort_by == ("loan_id",), table.name
+        for day, paths in served_files(lake, table.name).items():
+            ranges, keys = [], []
+            for path in paths:
+                parquet = pq.ParquetFile(path)
+                column = parquet.schema_arrow.get_field_index("loan_id")
+                ids = parquet.read(columns=["loan_id"]).column("loan_id").to_pylist()
+                assert ids == sorted(ids), (table.name, day, path.name)
+                keys += ids
+                for n in range(parquet.metadata.num_row_groups):
+                    group = parquet.metadata.row_group(n)
+                    assert group.num_rows <= ROW_GROUP_ROWS, (table.name, day)
+                    stats = group.column(column).statistics
+                    assert stats is not None and stats.has_min_max, (table.name, day)
+                    ranges.append((stats.min, stats.max))
+            ranges.sort()
+            assert all(earlier[1] < later[0] for earlier, later in itertools.pairwise(ranges)), (table.name, day)
+            for key in keys:
+                assert sum(low <= key <= high for low, high in ranges) == 1, (table.name, day, key)
+
+
+def test_loan_level_tables_are_sorted_by_loan_id_in_small_row_groups(book: Book) -> None:
+    # The book is several row groups long, so the ranges above are really cut and compared.
+    for day, paths in served_files(book.lake, "loan_snapshot").items():
+        assert sum(pq.ParquetFile(p).metadata.num_rows for p in paths) > 3 * ROW_GROUP_ROWS, day
+    assert_one_row_group_per_key(book.lake)
+    properties = DeltaTable(str(book.lake / "loan_snapshot")).metadata().configuration
+    assert properties[io.ROW_GROUP_ROWS] == str(ROW_GROUP_ROWS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,11 +298,19 @@ def run_cli_logged(book: Book, tmp_path: Path, *argv: str) -> tuple[int, list[di
 def test_exit_2_configuration_or_command_line_refused(
     book: Book, tmp_path: Path, conf_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bad = ops_conf(conf_dir, tmp_path / "conf", maintenance__zorder_by={"loan_snapshot": ["no_such_column"]})
+    bad = ops_conf(conf_dir, tmp_path / "conf", maintenance__zorder_by={"collection_cases": ["no_such_column"]})
     paths = ["--landing", str(book.landing), "--lake", str(tmp_path / "lake")]
     assert cli("nightly", "--as-of", AS_OF.isoformat(), *paths, "--conf", str(bad)) == 2
     assert (
-        "operations.yaml: maintenance.zorder_by.loan_snapshot: loan_snapshot has no column" in capsys.readouterr().err
+        "operations.yaml: maintenance.zorder_by.collection_cases: collection_cases has no column"
+        in capsys.readouterr().err
+    )
+    # A sorted table is never Z-ordered: that would undo the order its per-loan reads rely on.
+    sorted_table = ops_conf(conf_dir, tmp_path / "conf2", maintenance__zorder_by={"loan_snapshot": ["branch_id"]})
+    assert cli("nightly", "--as-of", AS_OF.isoformat(), *paths, "--conf", str(sorted_table)) == 2
+    assert (
+        "operations.yaml: maintenance.zorder_by.loan_snapshot: loan_snapshot is written sorted by loan_id"
+        in capsys.readouterr().err
     )
     assert cli("maintain", "--lake", str(tmp_path / "lake"), "--conf", str(bad)) == 2
     assert cli("backfill", "--from", "2026-10-31", "--to", "2026-10-01", *paths) == 2
@@ -374,6 +418,7 @@ def test_maintain_compacts_repins_and_vacuums_without_changing_what_is_served(
     content, api = served_content(lake_copy), api_view(lake_copy)
     before = serving(lake_copy)
     loan_files = files_per_date(lake_copy, "loan_snapshot")
+    case_files = files_per_date(lake_copy, "collection_cases")
     paths = ["--lake", str(lake_copy), "--conf", str(conf)]
 
     code, records = run_cli_logged(book, tmp_path, "maintain", *paths)
@@ -391,18 +436,23 @@ def test_maintain_compacts_repins_and_vacuums_without_changing_what_is_served(
         assert run["status"] == "SUCCEEDED" and run["finished_at"] > before[day]["finished_at"]
         assert set(run["table_versions"]) == set(before[day]["table_versions"])
         for name, version in run["table_versions"].items():
-            assert version > before[day]["table_versions"][name], (day, name)
+            # A sorted table is not optimized: its pin moves only where the table has a later commit.
+            pinned = before[day]["table_versions"][name]
+            assert version >= pinned if name in SORTED else version > pinned, (day, name)
         for key in ("input_rows", "accepted_rows", "quarantined_rows", "output_rows", "summary"):
             assert dict(run[key]) == dict(before[day][key]), key
         assert run["config_hash"] == before[day]["config_hash"]
     assert served_content(lake_copy) == content
     assert {day: n for day, (_, n) in api_view(lake_copy).items()} == {day: n for day, (_, n) in api.items()}
     # Z-ordered tables were rewritten, the files they replaced are gone, pinned files are all there.
-    optimized = [r for r in records if r["event"] == "optimized"]
-    assert {r["figures"]["table"] for r in optimized} >= {"loan_snapshot", "collection_cases"}
+    # The sorted tables were left as written: same files, same one-row-group-per-loan layout.
+    optimized = {r["figures"]["table"] for r in records if r["event"] == "optimized"}
+    assert "collection_cases" in optimized and not optimized & {"loan_snapshot", "classification_history"}
     assert files_per_date(lake_copy, "loan_snapshot") == loan_files
+    assert_one_row_group_per_key(lake_copy)
     vacuumed = {r["figures"]["table"]: r["figures"] for r in records if r["event"] == "vacuumed"}
-    assert vacuumed["loan_snapshot"]["files_deleted"] == sum(loan_files.values())
+    assert vacuumed["collection_cases"]["files_deleted"] == sum(case_files.values())
+    assert vacuumed["loan_snapshot"]["files_deleted"] == 0
     pinned_files_exist(lake_copy)
     # Spark reads every table too, after delta-rs's VACUUM commits.
     for table in LAKE_TABLES:

@@ -17,25 +17,10 @@ from pyspark.sql import types as T
 
 from schemas.base import Table
 from schemas.lake import RUN_LEDGER
+from tests.helpers import serving
 
-
-def ledger(lake: Path) -> list[dict[str, Any]]:
-    rows = DeltaTable(lake / RUN_LEDGER.name).to_pyarrow_table().to_pylist()
-    for row in rows:
-        row["table_versions"] = dict(row["table_versions"] or [])
-    return rows
-
-
-def serving_runs(lake: Path) -> dict[dt.date, dict[str, Any]]:
-    """Each business date's serving run: its SUCCEEDED run that finished last."""
-    best: dict[dt.date, dict[str, Any]] = {}
-    for row in ledger(lake):
-        if row["status"] != "SUCCEEDED":
-            continue
-        held = best.get(row["as_of_date"])
-        if held is None or row["finished_at"] > held["finished_at"]:
-            best[row["as_of_date"]] = row
-    return best
+# The name the API tests use: each business date's serving run.
+serving_runs = serving
 
 
 def read_date(lake: Path, name: str, run: dict[str, Any]) -> pa.Table | None:

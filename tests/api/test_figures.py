@@ -209,7 +209,7 @@ def test_loan_history_and_class_changes_come_from_each_dates_run(api: InProcess,
 
 
 def test_runs_list_the_ledger(api: InProcess, api_lake: Path) -> None:
-    from tests.api.lakes import ledger
+    from tests.helpers import ledger
 
     rows = ledger(api_lake)
     final: dict[str, dict[str, Any]] = {}
