@@ -703,23 +703,25 @@ class Frame:
         return out
 
 
-def soak(
-    lake: Path,
-    conf: Path,
-    port: int,
-    minutes: float,
-    connections: int,
-    max_requests: int,
-    rate: float | None,
-    mix_weights: dict[str, float],
-    detail_pool: int,
-    sample_seconds: float,
-    poll_seconds: float,
-    window_seconds: float,
-    warmup_seconds: float,
-    stop_after_swaps: int | None,
-) -> dict[str, Any]:
-    """Serve the lake and run the query mix for `minutes` (or until `stop_after_swaps` swaps were
+@dataclass(frozen=True)
+class SoakPlan:
+    """How long and how hard a soak drives the server, and how it watches it (`soak --help`)."""
+
+    minutes: float
+    connections: int
+    max_requests: int
+    rate: float | None  # total requests per second; None: closed loop
+    mix_weights: dict[str, float]
+    detail_pool: int
+    sample_seconds: float
+    poll_seconds: float
+    window_seconds: float
+    warmup_seconds: float
+    stop_after_swaps: int | None
+
+
+def soak(lake: Path, conf: Path, port: int, plan: SoakPlan) -> dict[str, Any]:
+    """Serve the lake and run the query mix for `plan.minutes` (or until `plan.stop_after_swaps` swaps were
     seen and their windows passed); sample the server's memory and CPU, watch /readyz and the
     ledger for new dates, and break the latencies down per minute, per swap and in steady state."""
     with serving(lake, conf, port) as served:
@@ -728,19 +730,21 @@ def soak(
         if state.get("http") != 200:
             raise SystemExit(f"{lake}: the server is not ready ({state.get('reason')}): soak needs a SUCCEEDED date")
         _, snapshot = served_snapshot(lake, MIX_COLUMNS)
-        mix = query_mix(served, snapshot, detail_pool)
-        unknown = set(mix_weights) - set(mix)
+        mix = query_mix(served, snapshot, plan.detail_pool)
+        unknown = set(plan.mix_weights) - set(mix)
         if unknown:
             raise SystemExit(f"unknown query families in --mix: {sorted(unknown)}; known: {sorted(mix)}")
-        kinds = [k for k, w in mix_weights.items() if w > 0]
-        weights = [mix_weights[k] for k in kinds]
+        kinds = [k for k, w in plan.mix_weights.items() if w > 0]
+        weights = [plan.mix_weights[k] for k in kinds]
         rng = random.Random(11)
 
         def pick() -> Request:
             return rng.choice(mix[rng.choices(kinds, weights)[0]])
 
-        if warmup_seconds > 0:  # not recorded: a cold response cache is not the steady state
-            asyncio.run(drive(host, port, pick, warmup_seconds, connections, max_requests, rate, Trace()))
+        if plan.warmup_seconds > 0:  # not recorded: a cold response cache is not the steady state
+            asyncio.run(
+                drive(host, port, pick, plan.warmup_seconds, plan.connections, plan.max_requests, plan.rate, Trace())
+            )
 
         trace = Trace()
         # perf_counter, server RSS MB, server CPU s, load 1m, this process's CPU s (is the client the limit?)
@@ -750,7 +754,7 @@ def soak(
         ledger: list[tuple[float, int]] = []  # t, version (on change)
         t0 = time.perf_counter()
         epoch0 = time.time() - t0  # epoch = perf_counter + epoch0
-        stop_at = [t0 + minutes * 60]
+        stop_at = [t0 + plan.minutes * 60]
 
         async def sample(done: asyncio.Event) -> None:
             while not done.is_set():
@@ -765,7 +769,7 @@ def soak(
                     )
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), sample_seconds)
+                    await asyncio.wait_for(done.wait(), plan.sample_seconds)
 
         async def watch(done: asyncio.Event) -> None:
             swaps = 0
@@ -780,14 +784,14 @@ def soak(
                 if known is not None and latest is not None and latest != known:
                     swaps += 1
                     print(f"[{(t - t0) / 60:5.1f} min] serving {latest} ({dates} dates)", flush=True)
-                    if stop_after_swaps is not None and swaps >= stop_after_swaps:
-                        stop_at[0] = min(stop_at[0], t + window_seconds)
+                    if plan.stop_after_swaps is not None and swaps >= plan.stop_after_swaps:
+                        stop_at[0] = min(stop_at[0], t + plan.window_seconds)
                 watched.append((t, latest, dates, http, round((time.perf_counter() - t) * 1000, 1)))
                 seen, version = time.perf_counter(), ledger_version(lake)  # after /readyz, which may take seconds
                 if not ledger or ledger[-1][1] != version:
                     ledger.append((seen, version))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), poll_seconds)
+                    await asyncio.wait_for(done.wait(), plan.poll_seconds)
 
         async def progress(done: asyncio.Event) -> None:
             """A console line a minute, from the requests answered since the last line (cheap: it
@@ -816,7 +820,9 @@ def soak(
                 asyncio.get_running_loop().add_signal_handler(signum, lambda: stop_at.__setitem__(0, 0.0))
             monitors = [asyncio.create_task(m(done)) for m in (sample, watch, progress)]
             try:
-                return await drive_until(host, port, pick, stop_at, connections, max_requests, rate, trace)
+                return await drive_until(
+                    host, port, pick, stop_at, plan.connections, plan.max_requests, plan.rate, trace
+                )
             finally:
                 done.set()
                 await asyncio.gather(*monitors)
@@ -837,20 +843,20 @@ def soak(
         t0=t0,
         epoch0=epoch0,
         elapsed=elapsed,
-        window_seconds=window_seconds,
+        window_seconds=plan.window_seconds,
         config={
             "lake": str(lake),
-            "minutes": minutes,
-            "connections": connections,
-            "rate": rate,
-            "max_requests": max_requests,
-            "mix": mix_weights,
-            "detail_pool": detail_pool,
+            "minutes": plan.minutes,
+            "connections": plan.connections,
+            "rate": plan.rate,
+            "max_requests": plan.max_requests,
+            "mix": plan.mix_weights,
+            "detail_pool": plan.detail_pool,
             "response_cache_mb": settings.response_cache_mb,
             "workers": settings.workers,
             "resident_dates": settings.lake.resident_dates,
             "poll_seconds_server": settings.lake.poll_seconds,
-            "warmup_seconds": warmup_seconds,
+            "warmup_seconds": plan.warmup_seconds,
             "started": dt.datetime.fromtimestamp(t0 + epoch0).isoformat(timespec="seconds"),
             "startup_load_seconds": served.startup_seconds,
             "cpu_count": os.cpu_count(),
@@ -1220,10 +1226,7 @@ def main(argv: list[str] | None = None) -> int:
 def serve_and_measure(args: argparse.Namespace, conf: Path) -> dict[str, Any]:
     if args.command == "load":
         return load(args.lake, args.seconds, args.connections, args.max_requests, args.port, conf, args.rate)
-    return soak(
-        lake=args.lake,
-        conf=conf,
-        port=args.port,
+    plan = SoakPlan(
         minutes=args.minutes,
         connections=args.connections,
         max_requests=args.max_requests,
@@ -1236,6 +1239,7 @@ def serve_and_measure(args: argparse.Namespace, conf: Path) -> dict[str, Any]:
         warmup_seconds=args.warmup_seconds,
         stop_after_swaps=args.stop_after_swaps,
     )
+    return soak(args.lake, conf, args.port, plan)
 
 
 if __name__ == "__main__":

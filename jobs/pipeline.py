@@ -289,10 +289,7 @@ def _run(
                 tier1 = [r["branch_id"] for r in tables["branches"].where(F.col("level") == "TIER1").collect()]
                 products = [r["product_code"] for r in tables["products"].collect()]
                 params = params_frame(spark, config, [*tier1, None], products)
-                # The delinquency reads the loans in half a dozen places (instalments, payments, the
-                # per-loan figures): settled once, each reads a leaf, not the hierarchy and parameter
-                # joins again (measured at 1M loans: a 320,000-character plan with 168 joins).
-                loans = settle(loans_on_book(as_of, tables, params))
+                loans = loans_on_book(as_of, tables, params)
                 # Classification reads the delinquency result several times (signals, schedule).
                 delinquent = settle(build_delinquency(as_of, config, tables, loans))
                 snapshot = settle(build_snapshot(as_of, config, tables, delinquent, previous_snapshot))

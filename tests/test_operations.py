@@ -39,6 +39,7 @@ from jobs import io
 from jobs.cli import main as cli_main
 from jobs.generate import generate_landing
 from jobs.pipeline import catch_up_dates
+from jobs.spark import delta_jars
 from schemas.lake import LOAN_SNAPSHOT
 from schemas.landing import LANDING_TABLES
 from schemas.registry import LAKE_TABLES
@@ -524,6 +525,15 @@ def test_airflow_dags_catch_up_nightly_one_date_at_a_time() -> None:
     assert dags["postloan_maintain"]["catchup"] is False and dags["postloan_maintain"]["max_active_runs"] == 1
     text = path.read_text(encoding="utf-8")
     assert '"depends_on_past": True' in text and '"{{ ds }}"' in text and "SparkSubmitOperator(" in text
+    # What a cluster run needs (docs/cluster.md): the entry file of its own folder, the code zip,
+    # and every jar `make setup` fetched, by name.
+    assert 'application=f"{APP}/jobs/submit/postloan.py"' in text and "py_files=" in text
+    listed = next(
+        ast.literal_eval(node.value)
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "DELTA_JARS"
+    )
+    assert sorted(listed) == sorted(Path(jar).name for jar in delta_jars())
 
 
 def test_cron_wrapper_is_valid_bash_and_the_crontab_runs_it() -> None:

@@ -30,23 +30,24 @@ import pendulum
 from airflow import DAG
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-# Where the installed package, its configuration, the Delta jars and the data live on the cluster.
+# Where the installed package, its configuration, the Delta jars and the data live on the cluster
+# (docs/cluster.md, "What to package"): the entry file, the `postloan bundle` zip, jars/lib.
 APP = "/opt/postloan"
 CONF = "/etc/postloan/conf"  # conf/ with `spark: cluster` in postloan.yaml
 LANDING = "/data/landing"  # a file system the driver mounts: the lake lock is a file in the lake
 LAKE = "/data/lake"
-JARS = ",".join(
-    f"{APP}/jars/lib/{jar}"
-    for jar in (
-        "delta-spark_4.2_2.13-4.4.0.jar",
-        "delta-storage-4.4.0.jar",
-    )
+# The jars `make setup` fetches into jars/lib (jars/pom.xml); a test keeps this list in step.
+DELTA_JARS = (
+    "delta-kernel-api-4.4.0.jar",
+    "delta-kernel-defaults-4.4.0.jar",
+    "delta-kernel-unitycatalog-4.4.0.jar",
+    "delta-spark_4.2_2.13-4.4.0.jar",
+    "delta-storage-4.4.0.jar",
 )
 SPARK_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
-ENV = {"POSTLOAN_CONF": CONF}
 
 default_args = {
     "owner": "postloan",
@@ -55,6 +56,22 @@ default_args = {
     "retry_delay": dt.timedelta(minutes=20),
     "execution_timeout": dt.timedelta(hours=6),
 }
+
+
+def postloan_task(command: str, *args: str) -> SparkSubmitOperator:
+    """`postloan COMMAND ARGS --conf CONF` under spark-submit: the entry file of its own folder (run
+    from jobs/ it would import jobs/io.py as the standard library's io), the code zip, the jars."""
+    return SparkSubmitOperator(
+        task_id=command,
+        conn_id="spark_default",
+        name=f"postloan-{command}-{{{{ ds_nodash }}}}",
+        application=f"{APP}/jobs/submit/postloan.py",
+        application_args=[command, *args, "--conf", CONF],
+        py_files=f"{APP}/dist/postloan-jobs.zip",
+        jars=",".join(f"{APP}/jars/lib/{jar}" for jar in DELTA_JARS),
+        conf=SPARK_CONF,
+    )
+
 
 with DAG(
     dag_id="postloan_nightly",
@@ -66,26 +83,7 @@ with DAG(
     default_args=default_args,
     tags=["postloan"],
 ) as nightly_dag:
-    SparkSubmitOperator(
-        task_id="nightly",
-        conn_id="spark_default",
-        name="postloan-nightly-{{ ds_nodash }}",
-        application=f"{APP}/jobs/cli.py",
-        application_args=[
-            "nightly",
-            "--as-of",
-            "{{ ds }}",
-            "--landing",
-            LANDING,
-            "--lake",
-            LAKE,
-            "--conf",
-            CONF,
-        ],
-        jars=JARS,
-        conf=SPARK_CONF,
-        env_vars=ENV,
-    )
+    postloan_task("nightly", "--as-of", "{{ ds }}", "--landing", LANDING, "--lake", LAKE)
 
 with DAG(
     dag_id="postloan_maintain",
@@ -97,13 +95,4 @@ with DAG(
     default_args={**default_args, "depends_on_past": False, "retries": 6},
     tags=["postloan"],
 ) as maintain_dag:
-    SparkSubmitOperator(
-        task_id="maintain",
-        conn_id="spark_default",
-        name="postloan-maintain-{{ ds_nodash }}",
-        application=f"{APP}/jobs/cli.py",
-        application_args=["maintain", "--lake", LAKE, "--conf", CONF],
-        jars=JARS,
-        conf=SPARK_CONF,
-        env_vars=ENV,
-    )
+    postloan_task("maintain", "--lake", LAKE)
