@@ -87,132 +87,27 @@ class _Product:
 
 
 PRODUCT_BOOK: tuple[_Product, ...] = (
-    _Product(
-        "MORTGAGE",
-        "个人住房贷款",
-        "MORTGAGE",
-        True,
-        False,
-        0.06,
-        (120, 180, 240, 300),
-        (0.3, 0.35, 0.25, 0.1),
-        (0.75, 0.25, 0, 0),
-        (1, 0, 0, 0),
-        0.0,
-        (200_000, 2_500_000, 10_000),
-        (0.030, 0.043),
-        0.3,
-        ESTATE_AGENT,
-        0.3,
-    ),
-    _Product(
-        "CONSUMER",
-        "个人消费贷款",
-        "CONSUMER",
-        False,
-        False,
-        0.20,
-        (12, 24, 36, 60),
-        (0.35, 0.35, 0.22, 0.08),
-        (0.8, 0.1, 0, 0.1),
-        (0.1, 0.1, 0.25, 0.55),
-        0.4,
-        (10_000, 500_000, 1_000),
-        (0.032, 0.080),
-        1.0,
-        ASSOCIATION,
-        0.1,
-    ),
-    _Product(
-        "CONSUMER_ONLINE",
-        "个人网络信用贷款",
-        "CONSUMER",
-        False,
-        False,
-        0.25,
-        (6, 12, 24),
-        (0.25, 0.5, 0.25),
-        (0.7, 0, 0.1, 0.2),
-        (0, 0, 0, 1),
-        0.9,
-        (1_000, 200_000, 100),
-        (0.035, 0.180),
-        2.0,
-        ONLINE,
-        0.45,
-    ),
-    _Product(
-        "BUSINESS",
-        "个人经营贷款",
-        "BUSINESS",
-        False,
-        False,
-        0.17,
-        (12, 24, 36),
-        (0.45, 0.35, 0.2),
-        (0.15, 0.2, 0.25, 0.4),
-        (0.5, 0.15, 0.3, 0.05),
-        0.5,
-        (50_000, 5_000_000, 10_000),
-        (0.030, 0.065),
-        1.2,
-        ASSOCIATION,
-        0.1,
-    ),
-    _Product(
-        "BUSINESS_RENEW",
-        "无还本续贷",
-        "BUSINESS",
-        False,
-        True,
-        0.05,
-        (12, 24, 36),
-        (0.5, 0.35, 0.15),
-        (0, 0, 0.4, 0.6),
-        (0.7, 0, 0.3, 0),
-        0.6,
-        (100_000, 3_000_000, 10_000),
-        (0.032, 0.060),
-        1.2,
-        ASSOCIATION,
-        0.1,
-    ),
-    _Product(
-        "AUTO",
-        "个人汽车贷款",
-        "AUTO",
-        False,
-        False,
-        0.12,
-        (12, 24, 36, 60),
-        (0.15, 0.3, 0.4, 0.15),
-        (0.9, 0.1, 0, 0),
-        (0.8, 0, 0.2, 0),
-        0.0,
-        (30_000, 500_000, 1_000),
-        (0.035, 0.090),
-        0.8,
-        AUTO_DEALER,
-        0.8,
-    ),
-    _Product(
-        "AGRI",
-        "农户小额贷款",
-        "AGRICULTURE",
-        False,
-        False,
-        0.15,
-        (6, 12, 24),
-        (0.3, 0.5, 0.2),
-        (0.2, 0, 0.5, 0.3),
-        (0, 0.1, 0.5, 0.4),
-        0.7,
-        (10_000, 500_000, 1_000),
-        (0.0345, 0.065),
-        1.3,
-        ASSOCIATION,
-        0.1,
-    ),
+    _Product("MORTGAGE", "个人住房贷款", "MORTGAGE", True, False, 0.06, (120, 180, 240, 300),
+             (0.3, 0.35, 0.25, 0.1), (0.75, 0.25, 0, 0), (1, 0, 0, 0), 0.0,
+             (200_000, 2_500_000, 10_000), (0.030, 0.043), 0.3, ESTATE_AGENT, 0.3),
+    _Product("CONSUMER", "个人消费贷款", "CONSUMER", False, False, 0.20, (12, 24, 36, 60),
+             (0.35, 0.35, 0.22, 0.08), (0.8, 0.1, 0, 0.1), (0.1, 0.1, 0.25, 0.55), 0.4,
+             (10_000, 500_000, 1_000), (0.032, 0.080), 1.0, ASSOCIATION, 0.1),
+    _Product("CONSUMER_ONLINE", "个人网络信用贷款", "CONSUMER", False, False, 0.25, (6, 12, 24),
+             (0.25, 0.5, 0.25), (0.7, 0, 0.1, 0.2), (0, 0, 0, 1), 0.9,
+             (1_000, 200_000, 100), (0.035, 0.180), 2.0, ONLINE, 0.45),
+    _Product("BUSINESS", "个人经营贷款", "BUSINESS", False, False, 0.17, (12, 24, 36),
+             (0.45, 0.35, 0.2), (0.15, 0.2, 0.25, 0.4), (0.5, 0.15, 0.3, 0.05), 0.5,
+             (50_000, 5_000_000, 10_000), (0.030, 0.065), 1.2, ASSOCIATION, 0.1),
+    _Product("BUSINESS_RENEW", "无还本续贷", "BUSINESS", False, True, 0.05, (12, 24, 36),
+             (0.5, 0.35, 0.15), (0, 0, 0.4, 0.6), (0.7, 0, 0.3, 0), 0.6,
+             (100_000, 3_000_000, 10_000), (0.032, 0.060), 1.2, ASSOCIATION, 0.1),
+    _Product("AUTO", "个人汽车贷款", "AUTO", False, False, 0.12, (12, 24, 36, 60),
+             (0.15, 0.3, 0.4, 0.15), (0.9, 0.1, 0, 0), (0.8, 0, 0.2, 0), 0.0,
+             (30_000, 500_000, 1_000), (0.035, 0.090), 0.8, AUTO_DEALER, 0.8),
+    _Product("AGRI", "农户小额贷款", "AGRICULTURE", False, False, 0.15, (6, 12, 24),
+             (0.3, 0.5, 0.2), (0.2, 0, 0.5, 0.3), (0, 0.1, 0.5, 0.4), 0.7,
+             (10_000, 500_000, 1_000), (0.0345, 0.065), 1.3, ASSOCIATION, 0.1),
 )
 # Segment probabilities before the product's risk multiplier (ROLL..SETTLE; ON_TIME takes the rest).
 SEGMENT_BASE = (0.025, 0.02, 0.03, 0.08, 0.05, 0.06)
@@ -239,46 +134,12 @@ AGENCY_BOOK = (
     ("嘉禾商务服务有限公司", (1, 3, 5), "TERMINATED", 0.0030),
 )
 SURNAMES = tuple("王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗梁宋郑谢韩唐冯于董萧程曹袁邓许傅沈曾彭吕苏卢蒋蔡贾丁魏")
-GIVEN = tuple(
-    "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂华玉萍红玲芬燕彬鹏辉建国志海波宇浩然欣怡婷雪梅晨阳涵思远嘉文俊峰凯瑞"
-)
-PHONE_PREFIXES = (
-    130,
-    131,
-    132,
-    133,
-    135,
-    136,
-    137,
-    138,
-    139,
-    150,
-    151,
-    152,
-    155,
-    157,
-    158,
-    159,
-    166,
-    177,
-    180,
-    181,
-    182,
-    185,
-    186,
-    187,
-    188,
-    189,
-    198,
-    199,
-)
+GIVEN = tuple("伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂华玉萍红玲芬燕彬鹏辉建国志海波宇浩然欣怡婷雪梅晨阳涵思远嘉文俊峰凯瑞")
+PHONE_PREFIXES = (130, 131, 132, 133, 135, 136, 137, 138, 139, 150, 151, 152, 155, 157, 158, 159, 166, 177,
+                  180, 181, 182, 185, 186, 187, 188, 189, 198, 199)
 CHANNEL_WORDS = ("众诚", "广汇", "华通", "远航", "鼎盛", "恒信", "新锐", "嘉和", "瑞丰", "宏图", "金桥", "盛世")
-CHANNEL_FORMS = (
-    "{city}{word}汽车销售服务有限公司",
-    "{word}网络科技有限公司",
-    "{city}{word}房地产经纪有限公司",
-    "{city}{word}商会",
-)
+CHANNEL_FORMS = ("{city}{word}汽车销售服务有限公司", "{word}网络科技有限公司", "{city}{word}房地产经纪有限公司",
+                 "{city}{word}商会")
 OVERRIDE_REASONS = (
     "抵押物足值且借款人已恢复经营，经审批维持分类",
     "借款人涉诉，风险显著上升，审批下调分类",
@@ -302,12 +163,8 @@ def arrow_type(dtype: T.DataType) -> Any:
     if isinstance(dtype, T.DecimalType):
         return pa.decimal128(dtype.precision, dtype.scale)
     simple = {
-        T.StringType: pa.string(),
-        T.IntegerType: pa.int32(),
-        T.LongType: pa.int64(),
-        T.BooleanType: pa.bool_(),
-        T.DateType: pa.date32(),
-        T.DoubleType: pa.float64(),
+        T.StringType: pa.string(), T.IntegerType: pa.int32(), T.LongType: pa.int64(),
+        T.BooleanType: pa.bool_(), T.DateType: pa.date32(), T.DoubleType: pa.float64(),
         T.TimestampType: pa.timestamp("us", tz="UTC"),
     }
     for spark_type, arrow in simple.items():
@@ -349,7 +206,8 @@ def _bools(values: Arr, valid: Arr | None = None) -> Any:
 
 
 def _ids(prefix: str, numbers: Arr, width: int) -> Any:
-    digits = pc.utf8_lpad(pc.cast(pa.array(np.asarray(numbers, dtype=np.int64)), pa.string()), width=width, padding="0")
+    digits = pc.utf8_lpad(pc.cast(pa.array(np.asarray(numbers, dtype=np.int64)), pa.string()), width=width,
+                          padding="0")
     return pc.binary_join_element_wise(prefix, digits, "")
 
 
@@ -507,9 +365,8 @@ def _reference(seed: int, loans: int, as_of: int) -> _Reference:
                 sub_ids.append(sub)
                 sub_tier1.append(t)
                 sub_area.append(area)
-    branches = _table(
-        BRANCHES, {name: pa.array([r[i] for r in branch_rows], pa.string()) for i, name in enumerate(BRANCHES.names)}
-    )
+    branches = _table(BRANCHES, {name: pa.array([r[i] for r in branch_rows], pa.string())
+                                 for i, name in enumerate(BRANCHES.names)})
     weight = g(2).gamma(3.0, size=len(sub_ids))
 
     # Officers: customer managers per SUB branch (a few have left), risk managers per tier-1 and
@@ -524,24 +381,16 @@ def _reference(seed: int, loans: int, as_of: int) -> _Reference:
     cm_total = len(officer_branch)
     t1_ids = [f"T1-{t + 1:02d}" for t in range(len(TIER1))]
     officer_branch += ["HQ", "HQ", *t1_ids, *tier2_ids, *tier2_ids, *t1_ids, *t1_ids]
-    officer_role += (
-        ["RISK_MANAGER"] * (2 + len(t1_ids) + len(tier2_ids))
-        + ["CHANNEL_MANAGER"] * len(tier2_ids)
-        + ["COLLECTOR"] * (2 * len(t1_ids))
-    )
+    officer_role += (["RISK_MANAGER"] * (2 + len(t1_ids) + len(tier2_ids)) + ["CHANNEL_MANAGER"] * len(tier2_ids)
+                     + ["COLLECTOR"] * (2 * len(t1_ids)))
     n_officers = len(officer_branch)
     officer_ids = _ids("E", np.arange(1, n_officers + 1), 5)
     active = staffing.random(n_officers) >= 0.06
-    officers = _table(
-        OFFICERS,
-        {
-            "officer_id": officer_ids,
-            "name": _names(people, n_officers),
-            "branch_id": pa.array(officer_branch, pa.string()),
-            "role": pa.array(officer_role, pa.string()),
-            "active": pa.array(active),
-        },
-    )
+    officers = _table(OFFICERS, {
+        "officer_id": officer_ids, "name": _names(people, n_officers),
+        "branch_id": pa.array(officer_branch, pa.string()), "role": pa.array(officer_role, pa.string()),
+        "active": pa.array(active),
+    })
     risk_manager = officer_ids.slice(cm_total + 2, len(t1_ids))
     channel_manager_of_tier2 = officer_ids.slice(cm_total + 2 + len(t1_ids) + len(tier2_ids), len(tier2_ids))
 
@@ -571,48 +420,36 @@ def _reference(seed: int, loans: int, as_of: int) -> _Reference:
     status[order[5:8]] = "EXITED"
     onboarded = as_of - HISTORY_DAYS - g(6).integers(30, 1500, n_channels)
     channel_manager = channel_manager_of_tier2.take(pa.array(channel_manager_index))
-    channels = _table(
-        CHANNELS,
-        {
-            "channel_id": channel_ids,
-            "name": pa.array(channel_names, pa.string()),
-            "branch_id": pa.array(channel_branch, pa.string()),
-            "manager_officer_id": channel_manager,
-            "status": pa.array(status.tolist(), pa.string()),
-            "onboarded_date": _dates(onboarded),
-        },
-    )
+    channels = _table(CHANNELS, {
+        "channel_id": channel_ids, "name": pa.array(channel_names, pa.string()),
+        "branch_id": pa.array(channel_branch, pa.string()), "manager_officer_id": channel_manager,
+        "status": pa.array(status.tolist(), pa.string()), "onboarded_date": _dates(onboarded),
+    })
     channel_pick = np.zeros((len(TIER1), 4, 2), dtype=np.int64)
     channel_count = np.zeros((len(TIER1), 4), dtype=np.int64)
     for i, (t, kind) in enumerate(zip(channel_tier1, channel_kind, strict=True)):
         channel_pick[t, kind, channel_count[t, kind]] = i
         channel_count[t, kind] += 1
 
-    products = _table(
-        PRODUCTS,
-        {
-            "product_code": pa.array([p.code for p in PRODUCT_BOOK]),
-            "name": pa.array([p.name for p in PRODUCT_BOOK]),
-            "category": pa.array([p.category for p in PRODUCT_BOOK]),
-            "low_risk": pa.array([p.low_risk for p in PRODUCT_BOOK]),
-            "refinance_designed": pa.array([p.refinance_designed for p in PRODUCT_BOOK]),
-        },
-    )
+    products = _table(PRODUCTS, {
+        "product_code": pa.array([p.code for p in PRODUCT_BOOK]),
+        "name": pa.array([p.name for p in PRODUCT_BOOK]),
+        "category": pa.array([p.category for p in PRODUCT_BOOK]),
+        "low_risk": pa.array([p.low_risk for p in PRODUCT_BOOK]),
+        "refinance_designed": pa.array([p.refinance_designed for p in PRODUCT_BOOK]),
+    })
 
     # Agencies: every region is served by two active agencies and one suspended or terminated;
     # active capacity scales with the book to about the number of cases over 30 days past due
     # (~3.6% of loans), so it binds in the busier regions.
     agency_ids = _ids("AG", np.arange(1, len(AGENCY_BOOK) + 1), 2)
-    agencies = _table(
-        AGENCIES,
-        {
-            "agency_id": agency_ids,
-            "name": pa.array([a[0] for a in AGENCY_BOOK]),
-            "region_codes": pa.array([",".join(regions[r] for r in a[1]) for a in AGENCY_BOOK]),
-            "capacity": pa.array([max(5, round(loans * a[3])) for a in AGENCY_BOOK], pa.int32()),
-            "status": pa.array([a[2] for a in AGENCY_BOOK]),
-        },
-    )
+    agencies = _table(AGENCIES, {
+        "agency_id": agency_ids,
+        "name": pa.array([a[0] for a in AGENCY_BOOK]),
+        "region_codes": pa.array([",".join(regions[r] for r in a[1]) for a in AGENCY_BOOK]),
+        "capacity": pa.array([max(5, round(loans * a[3])) for a in AGENCY_BOOK], pa.int32()),
+        "status": pa.array([a[2] for a in AGENCY_BOOK]),
+    })
     region_agencies = np.array([[i for i, a in enumerate(AGENCY_BOOK) if r in a[1]] for r in range(len(TIER1))])
 
     space = ID_SPACE_DAYS * 1000
@@ -621,28 +458,14 @@ def _reference(seed: int, loans: int, as_of: int) -> _Reference:
     while math.gcd(multiplier, space) != 1:
         multiplier += 1
     return _Reference(
-        tables={
-            "branches": branches,
-            "products": products,
-            "officers": officers,
-            "channels": channels,
-            "agencies": agencies,
-        },
-        sub_ids=pa.array(sub_ids, pa.string()),
-        sub_tier1=np.array(sub_tier1),
-        sub_area=np.array(sub_area),
-        sub_weight=weight / weight.sum(),
-        cm_ids=officer_ids.slice(0, cm_total),
-        cm_start=np.concatenate([[0], np.cumsum(cm_count)[:-1]]),
-        cm_count=cm_count,
-        risk_manager=risk_manager,
-        channel_ids=channel_ids,
-        channel_pick=channel_pick,
-        channel_count=channel_count,
-        channel_manager=channel_manager,
-        channel_onboarded=onboarded,
-        agency_ids=agency_ids,
-        region_agencies=region_agencies,
+        tables={"branches": branches, "products": products, "officers": officers, "channels": channels,
+                "agencies": agencies},
+        sub_ids=pa.array(sub_ids, pa.string()), sub_tier1=np.array(sub_tier1), sub_area=np.array(sub_area),
+        sub_weight=weight / weight.sum(), cm_ids=officer_ids.slice(0, cm_total),
+        cm_start=np.concatenate([[0], np.cumsum(cm_count)[:-1]]), cm_count=cm_count,
+        risk_manager=risk_manager, channel_ids=channel_ids, channel_pick=channel_pick,
+        channel_count=channel_count, channel_manager=channel_manager, channel_onboarded=onboarded,
+        agency_ids=agency_ids, region_agencies=region_agencies,
         id_mix=(multiplier, int(mixing.integers(0, space))),
     )
 
@@ -657,19 +480,13 @@ def _channel_checks(ref: _Reference, seed: int, as_of: int) -> Any:
     keep = (g.random(len(channel)) < 0.7) & (done >= ref.channel_onboarded[channel])
     channel, done = channel[keep], done[keep]
     n = len(channel)
-    return _table(
-        COMPLETED_INSPECTIONS,
-        {
-            "inspection_id": _ids("INCH", np.arange(n), 8),
-            "task_id": pa.nulls(n, pa.string()),
-            "task_type": pa.array(["CHANNEL_CHECK"] * n, pa.string()),
-            "loan_id": pa.nulls(n, pa.string()),
-            "channel_id": ref.channel_ids.take(pa.array(channel)),
-            "completed_date": _dates(done),
-            "officer_id": ref.channel_manager.take(pa.array(channel)),
-            "outcome": _pick(("NORMAL", "RISK_FOUND"), (g.random(n) < 0.05).astype(np.int64)),
-        },
-    )
+    return _table(COMPLETED_INSPECTIONS, {
+        "inspection_id": _ids("INCH", np.arange(n), 8), "task_id": pa.nulls(n, pa.string()),
+        "task_type": pa.array(["CHANNEL_CHECK"] * n, pa.string()), "loan_id": pa.nulls(n, pa.string()),
+        "channel_id": ref.channel_ids.take(pa.array(channel)), "completed_date": _dates(done),
+        "officer_id": ref.channel_manager.take(pa.array(channel)),
+        "outcome": _pick(("NORMAL", "RISK_FOUND"), (g.random(n) < 0.05).astype(np.int64)),
+    })
 
 
 # --------------------------------------------------------------------------------------------
@@ -746,15 +563,14 @@ def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: in
     yuan = np.exp(np.log(bounds[:, 0]) + terms.random(n) * (np.log(bounds[:, 1]) - np.log(bounds[:, 0])))
     principal = (np.maximum(np.rint(yuan / bounds[:, 2]), 1) * bounds[:, 2]).astype(np.int64) * 100
     rates = np.array([p.rate for p in PRODUCT_BOOK])[product]
-    rate_micro = np.rint((rates[:, 0] + terms.random(n) * (rates[:, 1] - rates[:, 0])) * 10_000) * 100
+    rate_micro = (np.rint((rates[:, 0] + terms.random(n) * (rates[:, 1] - rates[:, 0])) * 10_000) * 100)
     rate_micro = rate_micro.astype(np.int64)
     monthly_rate = rate_micro / 1e6 / 12
 
     # Where and when: the borrower's home branch mostly; more recent months slightly busier.
     place = g(3)
-    branch = np.where(
-        place.random(n) < 0.9, home[borrower], place.choice(len(ref.sub_weight), p=ref.sub_weight, size=n)
-    )
+    branch = np.where(place.random(n) < 0.9, home[borrower], place.choice(len(ref.sub_weight), p=ref.sub_weight,
+                                                                           size=n))
     officer = ref.cm_start[branch] + np.floor(place.random(n) * ref.cm_count[branch]).astype(np.int64)
     disbursed = as_of - np.floor(place.random(n) ** 1.25 * (HISTORY_DAYS + 1)).astype(np.int64)
     kind = np.array([p.channel_kind for p in PRODUCT_BOOK])[product]
@@ -781,9 +597,8 @@ def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: in
     behave = g(4)
     u = np.where(behave.random(n) < 0.8, borrower_u[borrower], behave.random(n))
     risk = np.array([p.risk for p in PRODUCT_BOOK])[product]
-    probabilities = np.array(SEGMENT_BASE)[None, :] * np.where(
-        np.arange(len(SEGMENT_BASE)) < RISKY_SEGMENTS, risk[:, None], 1.0
-    )
+    probabilities = np.array(SEGMENT_BASE)[None, :] * np.where(np.arange(len(SEGMENT_BASE)) < RISKY_SEGMENTS,
+                                                                risk[:, None], 1.0)
     segment = (u[:, None] >= np.cumsum(probabilities, axis=1)).sum(axis=1)
 
     big = np.int64(10**6)
@@ -805,12 +620,8 @@ def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: in
     k_restr = np.where(restr_ok, _between(behave, 1, np.maximum(np.minimum(n_before, tenor - 1), 1)), none)
     arrears_len = _between(behave, 1, np.clip(np.minimum(k_restr, 9), 1, None))
     k_arrears = np.where(restr_ok, k_restr - arrears_len + 1, none)
-    restr_day = np.where(
-        restr_ok,
-        due(np.minimum(k_restr, tenor))
-        + _between(behave, 1, np.clip(np.minimum(27, as_of - due(np.minimum(k_restr, tenor))), 1, None)),
-        0,
-    )
+    restr_day = np.where(restr_ok, due(np.minimum(k_restr, tenor)) + _between(
+        behave, 1, np.clip(np.minimum(27, as_of - due(np.minimum(k_restr, tenor))), 1, None)), 0)
     extension = behave.choice([6, 12, 24], size=n)
     tenor_2 = np.where(restr_ok, tenor - k_restr + extension, 0)
     restructure_count = np.where(behave.random(n) < 0.2, 2, 1)
@@ -845,16 +656,10 @@ def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: in
     interest_due = np.rint(opening * r_row).astype(np.int64)
     row_total = principal_due + interest_due
     loan_ids = _ids("LN", first + loans + 1, 10)
-    out["schedule"] = _table(
-        SCHEDULE,
-        {
-            "loan_id": loan_ids.take(pa.array(row_loan)),
-            "installment_no": _ints(k),
-            "due_date": _dates(row_due),
-            "principal_due": _money(principal_due),
-            "interest_due": _money(interest_due),
-        },
-    )
+    out["schedule"] = _table(SCHEDULE, {
+        "loan_id": loan_ids.take(pa.array(row_loan)), "installment_no": _ints(k), "due_date": _dates(row_due),
+        "principal_due": _money(principal_due), "interest_due": _money(interest_due),
+    })
 
     # Payments per instalment: on the due date or a few days early; now and then a few days late
     # (technical overdue); the LATE segment often and longer; arrears paid on restructuring day.
@@ -863,15 +668,10 @@ def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: in
     paid_at = row_due - np.where(pay.random(total_rows) < 0.7, 0, pay.integers(1, 6, total_rows))
     late = np.where(seg_row == LATE, pay.random(total_rows) < 0.15, pay.random(total_rows) < 0.005)
     long_delay = pay.choice([0, 1, 2], p=[0.65, 0.22, 0.13], size=total_rows)
-    delay = np.where(
-        seg_row == LATE,
-        np.select(
-            [long_delay == 0, long_delay == 1],
-            [pay.integers(1, 16, total_rows), pay.integers(16, 46, total_rows)],
-            pay.integers(46, 121, total_rows),
-        ),
-        pay.integers(1, 6, total_rows),
-    )
+    delay = np.where(seg_row == LATE, np.select([long_delay == 0, long_delay == 1],
+                                                [pay.integers(1, 16, total_rows), pay.integers(16, 46, total_rows)],
+                                                pay.integers(46, 121, total_rows)),
+                     pay.integers(1, 6, total_rows))
     paid_at = np.where(late, row_due + delay, paid_at)
     in_arrears = (k >= k_arrears[row_loan]) & (k <= k_restr[row_loan])
     paid_at = np.where(in_arrears, restr_day[row_loan], paid_at)
@@ -882,11 +682,8 @@ def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: in
     # PARTIAL: a third of instalments are paid in two parts; some stay a few cents short for good.
     partial = (seg_row == PARTIAL) & (pay.random(total_rows) < 0.3) & ~unpaid
     short_for_good = partial & (pay.random(total_rows) < 0.15)
-    first_part = np.where(
-        short_for_good,
-        row_total - pay.integers(1, 100, total_rows),
-        np.rint(row_total * pay.uniform(0.3, 0.9, total_rows)).astype(np.int64),
-    )
+    first_part = np.where(short_for_good, row_total - pay.integers(1, 100, total_rows),
+                          np.rint(row_total * pay.uniform(0.3, 0.9, total_rows)).astype(np.int64))
     first_part = np.where(partial, np.clip(first_part, 1, None), row_total)
     rest_at = paid_at + pay.integers(3, 61, total_rows)
     events = _Events([], [], [])
@@ -900,11 +697,8 @@ def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: in
     defaulted = k_stop < big
     stop_row = starts + np.minimum(k_stop, rows_per_loan) - 1
     recovery = defaulted & (extra.random(n) < 0.3)
-    events.add(
-        loans[recovery],
-        (row_due[stop_row] + extra.integers(10, 201, n))[recovery],
-        np.rint(row_total[stop_row] * extra.uniform(0.1, 0.6, n)).astype(np.int64)[recovery],
-    )
+    events.add(loans[recovery], (row_due[stop_row] + extra.integers(10, 201, n))[recovery],
+               np.rint(row_total[stop_row] * extra.uniform(0.1, 0.6, n)).astype(np.int64)[recovery])
     # Reversals: a payment bounces a few days later; three in four are paid again afterwards.
     reverse = (extra.random(n) < 0.03) & (n_past >= 1)
     reversed_row = starts + _between(extra, 1, np.maximum(np.minimum(n_past, rows_per_loan), 1)) - 1
@@ -922,15 +716,10 @@ def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: in
     ev_loan, ev_day, ev_cents = ev_loan[seen], ev_day[seen], ev_cents[seen]
     order = np.lexsort((ev_cents < 0, ev_day, ev_loan))
     ev_loan, ev_day, ev_cents = ev_loan[order], ev_day[order], ev_cents[order]
-    out["repayments"] = _table(
-        REPAYMENTS,
-        {
-            "txn_id": _ids(f"TX{chunk:04d}", np.arange(len(ev_loan)), 10),
-            "loan_id": _ids("LN", first + ev_loan + 1, 10),
-            "value_date": _dates(ev_day),
-            "amount": _money(ev_cents),
-        },
-    )
+    out["repayments"] = _table(REPAYMENTS, {
+        "txn_id": _ids(f"TX{chunk:04d}", np.arange(len(ev_loan)), 10),
+        "loan_id": _ids("LN", first + ev_loan + 1, 10), "value_date": _dates(ev_day), "amount": _money(ev_cents),
+    })
 
     # Status: written off some months after default; settled once everything due is paid.
     net_paid = np.rint(np.bincount(ev_loan, weights=ev_cents.astype(np.float64), minlength=n)).astype(np.int64)
@@ -945,72 +734,33 @@ def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: in
     status = np.select([written_off, settled], [2, 1], 0)
     closed = np.where(written_off, written_off_at, last_event)
     npl_at_restructuring = restr_day - due(np.minimum(k_arrears, tenor)) > 90
-    out["loans"] = _table(
-        LOANS,
-        {
-            "loan_id": loan_ids,
-            "borrower_id": _ids("CU", first + borrower + 1, 10),
-            "product_code": _pick([p.code for p in PRODUCT_BOOK], product),
-            "branch_id": ref.sub_ids.take(pa.array(branch)),
-            "officer_id": ref.cm_ids.take(pa.array(officer)),
-            "channel_id": pc.if_else(
-                pa.array(has_channel), ref.channel_ids.take(pa.array(channel)), pa.scalar(None, pa.string())
-            ),
-            "principal": _money(principal),
-            "disbursement_date": _dates(disbursed),
-            "maturity_date": _dates(maturity),
-            "repayment_method": _pick(REPAYMENT_METHODS, method),
-            "payment_mode": _pick(("ENTRUSTED", "AUTONOMOUS"), autonomous.astype(np.int64)),
-            "annual_rate": _decimal(rate_micro, pa.decimal128(9, 6)),
-            "collateral_type": _pick(COLLATERAL_TYPES, collateral),
-            "restructured_date": _dates(restr_day, restr_ok),
-            "restructure_count": _ints(restructure_count, restr_ok),
-            "restructured_from_npl": _bools(npl_at_restructuring, restr_ok),
-            "status": _pick(("ACTIVE", "SETTLED", "WRITTEN_OFF"), status),
-            "closed_date": _dates(closed, status > 0),
-        },
-    )
+    out["loans"] = _table(LOANS, {
+        "loan_id": loan_ids, "borrower_id": _ids("CU", first + borrower + 1, 10),
+        "product_code": _pick([p.code for p in PRODUCT_BOOK], product), "branch_id": ref.sub_ids.take(pa.array(branch)),
+        "officer_id": ref.cm_ids.take(pa.array(officer)),
+        "channel_id": pc.if_else(pa.array(has_channel), ref.channel_ids.take(pa.array(channel)),
+                                 pa.scalar(None, pa.string())),
+        "principal": _money(principal), "disbursement_date": _dates(disbursed), "maturity_date": _dates(maturity),
+        "repayment_method": _pick(REPAYMENT_METHODS, method),
+        "payment_mode": _pick(("ENTRUSTED", "AUTONOMOUS"), autonomous.astype(np.int64)),
+        "annual_rate": _decimal(rate_micro, pa.decimal128(9, 6)), "collateral_type": _pick(COLLATERAL_TYPES, collateral),
+        "restructured_date": _dates(restr_day, restr_ok), "restructure_count": _ints(restructure_count, restr_ok),
+        "restructured_from_npl": _bools(npl_at_restructuring, restr_ok),
+        "status": _pick(("ACTIVE", "SETTLED", "WRITTEN_OFF"), status), "closed_date": _dates(closed, status > 0),
+    })
 
     # Borrowers (PII is synthetic).
     pii = g(7)
-    out["borrowers"] = _table(
-        BORROWERS,
-        {
-            "borrower_id": _ids("CU", first + np.arange(n_borrowers) + 1, 10),
-            "name": _names(pii, n_borrowers),
-            "id_number": _id_numbers(pii, first + np.arange(n_borrowers), ref.sub_area[home], as_of, ref.id_mix),
-            "phone": _phones(pii, n_borrowers, 0.03),
-            "region_code": _pick([f"R{i + 1:02d}" for i in range(len(TIER1))], region),
-        },
-    )
+    out["borrowers"] = _table(BORROWERS, {
+        "borrower_id": _ids("CU", first + np.arange(n_borrowers) + 1, 10), "name": _names(pii, n_borrowers),
+        "id_number": _id_numbers(pii, first + np.arange(n_borrowers), ref.sub_area[home], as_of, ref.id_mix),
+        "phone": _phones(pii, n_borrowers, 0.03),
+        "region_code": _pick([f"R{i + 1:02d}" for i in range(len(TIER1))], region),
+    })
 
-    context = _Context(
-        ref,
-        g,
-        chunk,
-        n,
-        as_of,
-        loan_ids,
-        borrower,
-        first,
-        product,
-        method,
-        collateral,
-        autonomous,
-        principal,
-        disbursed,
-        maturity,
-        tier1,
-        branch,
-        officer,
-        segment,
-        defaulted,
-        row_due[stop_row],
-        status,
-        closed,
-        region[borrower],
-        restr_ok,
-    )
+    context = _Context(ref, g, chunk, n, as_of, loan_ids, borrower, first, product, method, collateral, autonomous,
+                       principal, disbursed, maturity, tier1, branch, officer, segment, defaulted,
+                       row_due[stop_row], status, closed, region[borrower], restr_ok)
     out["collateral"] = _collateral(context)
     out["guarantors"] = _guarantors(context)
     out["risk_signals"], signals = _signals(context)
@@ -1020,9 +770,8 @@ def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: in
     episodes = (
         np.concatenate([loans[defaulted], row_loan[late_rows], loans[restr_ok]]),
         np.concatenate([row_due[stop_row][defaulted], row_due[late_rows], due(np.minimum(k_arrears, tenor))[restr_ok]]),
-        np.concatenate(
-            [np.where(written_off, written_off_at, as_of + 1)[defaulted], paid_at[late_rows], restr_day[restr_ok]]
-        ),
+        np.concatenate([np.where(written_off, written_off_at, as_of + 1)[defaulted], paid_at[late_rows],
+                        restr_day[restr_ok]]),
     )
     out["collection_actions"] = _actions(context, *episodes)
     return out
@@ -1075,16 +824,11 @@ def _collateral(c: _Context) -> Any:
     valued = np.where(revalued, c.as_of - g.integers(0, 400, m), valued)
     valued = np.maximum(valued, c.disbursed[loan] - 40)
     value = np.where(revalued, value * g.uniform(0.7, 1.15, m), value)
-    return _table(
-        COLLATERAL,
-        {
-            "collateral_id": _ids(f"CL{c.chunk:04d}", np.arange(m), 8),
-            "loan_id": c.loan_ids.take(pa.array(loan)),
-            "collateral_type": _pick(COLLATERAL_TYPES, c.collateral[loan]),
-            "appraised_value": _money(np.rint(value / 10_000).astype(np.int64) * 10_000),
-            "valuation_date": _dates(valued),
-        },
-    )
+    return _table(COLLATERAL, {
+        "collateral_id": _ids(f"CL{c.chunk:04d}", np.arange(m), 8), "loan_id": c.loan_ids.take(pa.array(loan)),
+        "collateral_type": _pick(COLLATERAL_TYPES, c.collateral[loan]),
+        "appraised_value": _money(np.rint(value / 10_000).astype(np.int64) * 10_000), "valuation_date": _dates(valued),
+    })
 
 
 def _guarantors(c: _Context) -> Any:
@@ -1093,40 +837,21 @@ def _guarantors(c: _Context) -> Any:
     loan = np.repeat(guaranteed, np.where(g.random(len(guaranteed)) < 0.2, 2, 1))
     m = len(loan)
     person = GUARANTOR_ID_OFFSET + c.first + np.arange(m)
-    return _table(
-        GUARANTORS,
-        {
-            "guarantor_id": _ids(f"GU{c.chunk:04d}", np.arange(m), 8),
-            "loan_id": c.loan_ids.take(pa.array(loan)),
-            "name": _names(g, m),
-            "id_number": _id_numbers(g, person, c.ref.sub_area[c.branch[loan]], c.as_of, c.ref.id_mix),
-            "phone": _phones(g, m, 0.05),
-        },
-    )
+    return _table(GUARANTORS, {
+        "guarantor_id": _ids(f"GU{c.chunk:04d}", np.arange(m), 8), "loan_id": c.loan_ids.take(pa.array(loan)),
+        "name": _names(g, m), "id_number": _id_numbers(g, person, c.ref.sub_area[c.branch[loan]], c.as_of,
+                                                       c.ref.id_mix),
+        "phone": _phones(g, m, 0.05),
+    })
 
 
 SIGNAL_OF = {name: i for i, name in enumerate(SIGNAL_TYPES)}
 # Signal mix on defaulted loans and on the rest of the book.
-SIGNALS_BAD = {
-    "LITIGATION": 0.25,
-    "OTHER_BANK_OVERDUE": 0.2,
-    "CREDIT_DOWNGRADE": 0.15,
-    "BORROWER_DECEASED": 0.05,
-    "BORROWER_MISSING": 0.1,
-    "LOST_CAPACITY": 0.1,
-    "FRAUD": 0.05,
-    "RISK_EXIT_LIST": 0.1,
-}
-SIGNALS_GOOD = {
-    "OFF_PURPOSE_USE": 0.2,
-    "REFINANCE_OLD_WITH_NEW": 0.15,
-    "OTHER_BANK_OVERDUE": 0.2,
-    "CREDIT_DOWNGRADE": 0.15,
-    "MATERIAL_CHANGE": 0.15,
-    "LITIGATION": 0.05,
-    "RISK_EXIT_LIST": 0.05,
-    "LOST_CAPACITY": 0.05,
-}
+SIGNALS_BAD = {"LITIGATION": 0.25, "OTHER_BANK_OVERDUE": 0.2, "CREDIT_DOWNGRADE": 0.15, "BORROWER_DECEASED": 0.05,
+               "BORROWER_MISSING": 0.1, "LOST_CAPACITY": 0.1, "FRAUD": 0.05, "RISK_EXIT_LIST": 0.1}
+SIGNALS_GOOD = {"OFF_PURPOSE_USE": 0.2, "REFINANCE_OLD_WITH_NEW": 0.15, "OTHER_BANK_OVERDUE": 0.2,
+                "CREDIT_DOWNGRADE": 0.15, "MATERIAL_CHANGE": 0.15, "LITIGATION": 0.05, "RISK_EXIT_LIST": 0.05,
+                "LOST_CAPACITY": 0.05}
 MAJOR_SIGNALS = ("LITIGATION", "FRAUD", "BORROWER_DECEASED", "BORROWER_MISSING", "LOST_CAPACITY", "RISK_EXIT_LIST")
 ESTATE_SIGNALS = ("BORROWER_DECEASED", "BORROWER_MISSING", "LOST_CAPACITY")
 
@@ -1157,17 +882,14 @@ def _signals(c: _Context) -> tuple[Any, _SignalFacts]:
     m = len(loan)
     kind = np.where(bad[loan], 0, 1)
     signal = _choose(g, np.stack([_weights(SIGNALS_BAD), _weights(SIGNALS_GOOD)]), kind)
-    signal[len(flagged) :] = SIGNAL_OF["REFINANCE_OLD_WITH_NEW"]
+    signal[len(flagged):] = SIGNAL_OF["REFINANCE_OLD_WITH_NEW"]
     if c.chunk == 0:
         # Small books still carry every kind of signal.
         signal[: min(m, len(SIGNAL_TYPES))] = np.arange(min(m, len(SIGNAL_TYPES)))
     # Raised while the loan is on book (defaulted loans: around the default).
     last = np.where(c.status[loan] > 0, c.closed[loan], c.as_of)
-    around = np.where(
-        bad[loan],
-        c.default_due[loan] + g.integers(-60, 121, m),
-        c.disbursed[loan] + np.floor(g.random(m) * (last - c.disbursed[loan] + 1)).astype(np.int64),
-    )
+    around = np.where(bad[loan], c.default_due[loan] + g.integers(-60, 121, m),
+                      c.disbursed[loan] + np.floor(g.random(m) * (last - c.disbursed[loan] + 1)).astype(np.int64))
     raised = np.clip(around, c.disbursed[loan], last)
     cleared_at = raised + g.integers(15, 241, m)
     cleared = (g.random(m) < np.where(bad[loan], 0.05, 0.3)) & (cleared_at <= c.as_of)
@@ -1177,22 +899,14 @@ def _signals(c: _Context) -> tuple[Any, _SignalFacts]:
     major = np.isin(names, MAJOR_SIGNALS) | (g.random(m) < 0.2)
     on_borrower = g.random(m) < 0.25  # a borrower-level signal covers all the borrower's loans
     days_overdue = np.where(bad[loan], g.integers(30, 401, m), g.integers(1, 91, m))
-    table = _table(
-        RISK_SIGNALS,
-        {
-            "signal_id": _ids(f"RS{c.chunk:04d}", np.arange(m), 8),
-            "loan_id": pc.if_else(
-                pa.array(~on_borrower), c.loan_ids.take(pa.array(loan)), pa.scalar(None, pa.string())
-            ),
-            "borrower_id": _ids("CU", c.first + c.borrower[loan] + 1, 10),
-            "signal_type": _pick(SIGNAL_TYPES, signal),
-            "severity": _pick(("MINOR", "MAJOR"), major.astype(np.int64)),
-            "signal_date": _dates(raised),
-            "cleared_date": _dates(cleared_at, cleared),
-            "days_overdue": _ints(days_overdue, other_bank),
-            "has_estate": _bools(g.random(m) < 0.5, estate),
-        },
-    )
+    table = _table(RISK_SIGNALS, {
+        "signal_id": _ids(f"RS{c.chunk:04d}", np.arange(m), 8),
+        "loan_id": pc.if_else(pa.array(~on_borrower), c.loan_ids.take(pa.array(loan)), pa.scalar(None, pa.string())),
+        "borrower_id": _ids("CU", c.first + c.borrower[loan] + 1, 10), "signal_type": _pick(SIGNAL_TYPES, signal),
+        "severity": _pick(("MINOR", "MAJOR"), major.astype(np.int64)), "signal_date": _dates(raised),
+        "cleared_date": _dates(cleared_at, cleared), "days_overdue": _ints(days_overdue, other_bank),
+        "has_estate": _bools(g.random(m) < 0.5, estate),
+    })
     major_at = np.full(c.n, -1, dtype=np.int64)
     loan_major = major & ~on_borrower
     major_at[loan[loan_major]] = raised[loan_major]
@@ -1212,23 +926,16 @@ def _overrides(c: _Context, signals: _SignalFacts) -> Any:
     approved = c.disbursed[chosen] + 30 + np.floor(g.random(m) * (c.as_of - c.disbursed[chosen] - 29)).astype(np.int64)
     expiry = approved + g.integers(90, 366, m)
     reason = np.where(downgrade, g.choice([1, 3], size=m), g.choice([0, 2, 4], size=m))
-    return _table(
-        OVERRIDES,
-        {
-            "override_id": _ids(f"OV{c.chunk:04d}", np.arange(m), 8),
-            "loan_id": c.loan_ids.take(pa.array(chosen)),
-            "risk_class": _pick(("NORMAL", "SPECIAL_MENTION", "SUBSTANDARD", "DOUBTFUL", "LOSS"), risk_class),
-            "reason": _pick(OVERRIDE_REASONS, reason),
-            "approver": c.ref.risk_manager.take(pa.array(c.tier1[chosen])),
-            "approved_date": _dates(approved),
-            "expiry_date": _dates(expiry),
-        },
-    )
+    return _table(OVERRIDES, {
+        "override_id": _ids(f"OV{c.chunk:04d}", np.arange(m), 8), "loan_id": c.loan_ids.take(pa.array(chosen)),
+        "risk_class": _pick(("NORMAL", "SPECIAL_MENTION", "SUBSTANDARD", "DOUBTFUL", "LOSS"), risk_class),
+        "reason": _pick(OVERRIDE_REASONS, reason), "approver": c.ref.risk_manager.take(pa.array(c.tier1[chosen])),
+        "approved_date": _dates(approved), "expiry_date": _dates(expiry),
+    })
 
 
-def _periodic(
-    g: np.random.Generator, loan: Arr, start: Arr, until: Arr, period: int, share: float, as_of: int
-) -> tuple[Arr, Arr]:
+def _periodic(g: np.random.Generator, loan: Arr, start: Arr, until: Arr, period: int, share: float,
+              as_of: int) -> tuple[Arr, Arr]:
     """Checks every `period` days after `start` while before `until`; `share` of them done."""
     count = np.clip((np.minimum(until, as_of) - start) // period, 0, 40)
     which = np.repeat(np.arange(len(loan)), count)
@@ -1260,11 +967,9 @@ def _inspections(c: _Context, signals: _SignalFacts) -> Any:
     end = np.where(c.status > 0, c.closed, c.as_of)
     low_risk = np.array([p.low_risk for p in PRODUCT_BOOK])[c.product]
     non_instalment = (c.method == BULLET) | (c.method == IO)
-    for task, subset, period, share in (
-        ("PURPOSE_CHECK", c.autonomous, 91, 0.75),
-        ("LOW_RISK_CHECK", low_risk, 365, 0.8),
-        ("PERIODIC_CHECK", non_instalment & ~low_risk, 182, 0.6),
-    ):
+    for task, subset, period, share in (("PURPOSE_CHECK", c.autonomous, 91, 0.75),
+                                        ("LOW_RISK_CHECK", low_risk, 365, 0.8),
+                                        ("PERIODIC_CHECK", non_instalment & ~low_risk, 182, 0.6)):
         loan, done_at = _periodic(g, loans[subset], c.disbursed[subset], end[subset], period, share, c.as_of)
         parts.append((task, loan, done_at, c.ref.cm_ids.take(pa.array(c.officer[loan]))))
     loan, done_at = _periodic(g, signals.exit_loan, signals.exit_from, signals.exit_until, 30, 0.7, c.as_of)
@@ -1272,40 +977,30 @@ def _inspections(c: _Context, signals: _SignalFacts) -> Any:
     # Major signals: on-site verification by the tier-1 risk manager.
     verified_at = major_at + g.integers(1, 21, c.n)
     keep = (major_at >= 0) & (g.random(c.n) < 0.7) & (verified_at <= c.as_of)
-    parts.append(
-        ("SIGNAL_VERIFICATION", loans[keep], verified_at[keep], c.ref.risk_manager.take(pa.array(c.tier1[keep])))
-    )
+    parts.append(("SIGNAL_VERIFICATION", loans[keep], verified_at[keep],
+                  c.ref.risk_manager.take(pa.array(c.tier1[keep]))))
     # Bullet loans: maturity notice before maturity.
     notice_at = c.maturity - g.integers(10, 31, c.n)
     keep = (c.method == BULLET) & (g.random(c.n) < 0.9) & (notice_at <= c.as_of) & (notice_at > c.disbursed)
     parts.append(("MATURITY_NOTICE", loans[keep], notice_at[keep], c.ref.cm_ids.take(pa.array(c.officer[keep]))))
     # Settled secured loans: collateral released.
     release_at = c.closed + g.integers(3, 31, c.n)
-    keep = (
-        (c.status == 1)
-        & ((c.collateral == MORTGAGE_C) | (c.collateral == PLEDGE_C))
-        & (g.random(c.n) < 0.85)
-        & (release_at <= c.as_of)
-    )
+    keep = ((c.status == 1) & ((c.collateral == MORTGAGE_C) | (c.collateral == PLEDGE_C)) & (g.random(c.n) < 0.85)
+            & (release_at <= c.as_of))
     parts.append(("COLLATERAL_RELEASE", loans[keep], release_at[keep], c.ref.cm_ids.take(pa.array(c.officer[keep]))))
 
     loan = np.concatenate([p[1] for p in parts])
     m = len(loan)
     risky = np.isin(c.segment[loan], (ROLL, RESTRUCTURE))
     found = g.random(m) < np.where(risky, 0.25, 0.03)
-    return _table(
-        COMPLETED_INSPECTIONS,
-        {
-            "inspection_id": _ids(f"IN{c.chunk:04d}", np.arange(m), 9),
-            "task_id": pa.nulls(m, pa.string()),
-            "task_type": _pick([p[0] for p in parts], np.repeat(np.arange(len(parts)), [len(p[1]) for p in parts])),
-            "loan_id": c.loan_ids.take(pa.array(loan)),
-            "channel_id": pa.nulls(m, pa.string()),
-            "completed_date": _dates(np.concatenate([p[2] for p in parts])),
-            "officer_id": pa.concat_arrays([p[3] for p in parts]) if m else pa.array([], pa.string()),
-            "outcome": _pick(("NORMAL", "RISK_FOUND"), found.astype(np.int64)),
-        },
-    )
+    return _table(COMPLETED_INSPECTIONS, {
+        "inspection_id": _ids(f"IN{c.chunk:04d}", np.arange(m), 9), "task_id": pa.nulls(m, pa.string()),
+        "task_type": _pick([p[0] for p in parts], np.repeat(np.arange(len(parts)), [len(p[1]) for p in parts])),
+        "loan_id": c.loan_ids.take(pa.array(loan)), "channel_id": pa.nulls(m, pa.string()),
+        "completed_date": _dates(np.concatenate([p[2] for p in parts])),
+        "officer_id": pa.concat_arrays([p[3] for p in parts]) if m else pa.array([], pa.string()),
+        "outcome": _pick(("NORMAL", "RISK_FOUND"), found.astype(np.int64)),
+    })
 
 
 ACTION_TYPES = ("SMS", "PHONE", "LETTER", "FIELD_VISIT", "LEGAL")
@@ -1313,9 +1008,8 @@ ACTION_TYPES = ("SMS", "PHONE", "LETTER", "FIELD_VISIT", "LEGAL")
 ACTION_MIX = np.array([[0.4, 0.5, 0.1, 0.0, 0.0], [0.1, 0.5, 0.15, 0.25, 0.0], [0.05, 0.45, 0.1, 0.3, 0.1]])
 # Outcomes per action type: CONTACTED, NO_ANSWER, PROMISE_TO_PAY, VISIT_FAILED, FILED.
 OUTCOMES = ("CONTACTED", "NO_ANSWER", "PROMISE_TO_PAY", "VISIT_FAILED", "FILED")
-OUTCOME_MIX = np.array(
-    [[0.85, 0.15, 0, 0, 0], [0.35, 0.4, 0.25, 0, 0], [0.9, 0.1, 0, 0, 0], [0.4, 0, 0.25, 0.35, 0], [0, 0, 0, 0, 1]]
-)
+OUTCOME_MIX = np.array([[0.85, 0.15, 0, 0, 0], [0.35, 0.4, 0.25, 0, 0], [0.9, 0.1, 0, 0, 0], [0.4, 0, 0.25, 0.35, 0],
+                        [0, 0, 0, 0, 1]])
 
 
 def _actions(c: _Context, loan: Arr, overdue_since: Arr, until: Arr) -> Any:
@@ -1343,18 +1037,13 @@ def _actions(c: _Context, loan: Arr, overdue_since: Arr, until: Arr) -> Any:
     agencies = c.ref.region_agencies[c.region[who], np.floor(g.random(m) * 3).astype(np.int64)]
     outsourced = (dpd > 30) & (g.random(m) < 0.7) & (action != 4)
     seconds = day * 86_400 + 8 * 3600 + g.integers(0, 14 * 3600, m)
-    return _table(
-        COLLECTION_ACTIONS,
-        {
-            "action_id": _ids(f"CA{c.chunk:04d}", np.arange(m), 9),
-            "loan_id": c.loan_ids.take(pa.array(who)),
-            "action_type": _pick(ACTION_TYPES, action),
-            "action_time": pa.array(seconds * 1_000_000, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-            "contact_type": _pick(("BORROWER", "GUARANTOR", "THIRD_PARTY"), contact),
-            "outcome": _pick(OUTCOMES, outcome),
-            "agency_id": _pick(c.ref.agency_ids, agencies, outsourced),
-        },
-    )
+    return _table(COLLECTION_ACTIONS, {
+        "action_id": _ids(f"CA{c.chunk:04d}", np.arange(m), 9), "loan_id": c.loan_ids.take(pa.array(who)),
+        "action_type": _pick(ACTION_TYPES, action),
+        "action_time": pa.array(seconds * 1_000_000, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        "contact_type": _pick(("BORROWER", "GUARANTOR", "THIRD_PARTY"), contact),
+        "outcome": _pick(OUTCOMES, outcome), "agency_id": _pick(c.ref.agency_ids, agencies, outsourced),
+    })
 
 
 # --------------------------------------------------------------------------------------------
@@ -1412,7 +1101,8 @@ def _bad_rows(tables: dict[str, Any], fraction: float, g: np.random.Generator, c
                 change = [
                     {"loan_id": null},
                     {"loan_id": fresh},
-                    {"installment_no": _ints(np.zeros(m)), "due_date": _dates(disbursed - 31)},
+                    {"installment_no": _ints(np.zeros(m)),
+                     "due_date": _dates(disbursed - 31)},
                     {"principal_due": _money(np.arange(1, m + 1) * 100 + 7)},
                     {"installment_no": _ints(np.full(m, 9_999)), "principal_due": _money(-np.arange(1, m + 1) * 100)},
                 ][k]
