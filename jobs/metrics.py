@@ -621,20 +621,14 @@ def delinquency_milestones(
     return transform
 
 
-def loan_history(
-    ctx: StageContext,
-    levels: Mapping[str, int],
-    keep: Transform | None = None,
-    never_reached: DataFrame | None = None,
-) -> DataFrame:
-    """Loans disbursed on or before the date (closed ones too), optionally narrowed by `keep`, with their
-    delinquency milestones (`delinquency_milestones`, which `never_reached` spares a pass)."""
+def loan_history(ctx: StageContext, levels: Mapping[str, int], never_reached: DataFrame | None = None) -> DataFrame:
+    """Loans disbursed on or before the date (closed ones too) with their delinquency milestones
+    (`delinquency_milestones`, which `never_reached` spares the windows)."""
     tables = ctx.tables
-    loans = tables["loans"].where(F.col("disbursement_date") <= F.lit(ctx.as_of))
-    if keep is not None:
-        loans = loans.transform(keep)
     return (
-        loans.transform(with_branch_hierarchy(tables["branches"]))
+        tables["loans"]
+        .where(F.col("disbursement_date") <= F.lit(ctx.as_of))
+        .transform(with_branch_hierarchy(tables["branches"]))
         .transform(with_params(ctx.params))
         .select(
             "loan_id",
