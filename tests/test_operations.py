@@ -230,14 +230,17 @@ def test_each_date_is_written_as_one_file_per_table_on_a_small_book(book: Book) 
         assert all(1 <= n <= most for n in counts.values()), (table.name, counts)
 
 
+def pinned_files(lake: Path, table: str, version: int, day: dt.date) -> list[Path]:
+    """The Parquet files a version of a table lists for one date."""
+    uris = DeltaTable(str(lake / table), version=version).file_uris(
+        partition_filters=[("as_of_date", "=", day.isoformat())]
+    )
+    return [Path(uri.removeprefix("file://")) for uri in uris]
+
+
 def served_files(lake: Path, table: str) -> dict[dt.date, list[Path]]:
     """The Parquet files of each served date of a table, at the version the ledger pins."""
-    files = {}
-    for day, run in serving(lake).items():
-        pinned = DeltaTable(str(lake / table), version=run["table_versions"][table])
-        uris = pinned.file_uris(partition_filters=[("as_of_date", "=", day.isoformat())])
-        files[day] = [Path(uri.removeprefix("file://")) for uri in uris]
-    return files
+    return {day: pinned_files(lake, table, run["table_versions"][table], day) for day, run in serving(lake).items()}
 
 
 def assert_one_row_group_per_key(lake: Path) -> None:
@@ -406,9 +409,8 @@ def api_view(lake: Path) -> dict[dt.date, tuple[str, int]]:
 def pinned_files_exist(lake: Path) -> None:
     for day, run in serving(lake).items():
         for name, version in run["table_versions"].items():
-            table = DeltaTable(str(lake / name), version=version)
-            for uri in table.file_uris(partition_filters=[("as_of_date", "=", day.isoformat())]):
-                assert Path(uri.removeprefix("file://")).is_file(), (day, name, uri)
+            for path in pinned_files(lake, name, version, day):
+                assert path.is_file(), (day, name, path)
 
 
 def test_maintain_compacts_repins_and_vacuums_without_changing_what_is_served(
