@@ -224,7 +224,7 @@ class DateData:
         return None if rows is None else TableData(contract, rows, order)
 
 
-# Per-loan scans (a loan's history on dates not in memory, its class changes) read a whole date's
+# Per-loan scans (a loan's history and class changes on dates not in memory) read a whole date's
 # files unless their layout lets the scan skip row groups: hundreds of MB of Arrow buffers and
 # seconds of CPU each at 1M loans. A request that runs out of time cannot stop its worker thread,
 # so without a bound abandoned scans piled up: the soak (docs/api.md, Soak) saw the server grow to

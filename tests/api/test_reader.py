@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from api.lake import SCAN_SLOTS
+from api.loans import CHANGES_ORDER
 from api.settings import ApiSettings, LakeSettings
-from schemas.lake import LOAN_SNAPSHOT
+from schemas.lake import CLASSIFICATION_HISTORY, LOAN_SNAPSHOT
 from schemas.metrics import PORTFOLIO_METRICS
 from tests.api import expected
 from tests.api.conftest import DATES, HQ, REPO, InProcess, running_server, token
@@ -187,6 +188,59 @@ def test_per_loan_scans_are_bounded_and_given_up_at_the_deadline(api_lake: Path)
                 reader._scan_slots.release()
         history = client.data(LOAN_DETAIL, HQ, {"id": ids[0]})["loan"]["history"]
         assert {d["asOfDate"]: d["dpd"] for d in history}[DATES[0].isoformat()] == dpd[ids[0]]
+    finally:
+        reader.close()
+
+
+def test_class_changes_on_resident_dates_come_from_memory_not_scans(api_lake: Path) -> None:
+    """On a resident date a loan's class change is looked up in that date's classification_history,
+    loaded once in the background on the first loan detail that needs it; scans answer only until
+    then and on dates not in memory. The answer is the same either way."""
+    client = InProcess(api_lake, ApiSettings())  # three resident dates; only the latest loaded yet
+    reader = client.state.reader
+    try:
+        runs = serving_runs(api_lake)
+        recorded: dict[dt.date, dict[str, str]] = {}
+        for day in DATES:
+            table = read_date(api_lake, "classification_history", runs[day])
+            assert table is not None
+            recorded[day] = {r["loan_id"]: r["to_class"] for r in table.to_pylist()}
+        latest = read_date(api_lake, "loan_snapshot", runs[DATES[1]])
+        assert latest is not None
+        on_book = set(latest["loan_id"].to_pylist())
+        # the first run records every loan; the second only the loans whose class changed
+        changed = sorted(set(recorded[DATES[0]]) & set(recorded[DATES[1]]) & on_book)[0]
+        kept = sorted((set(recorded[DATES[0]]) - set(recorded[DATES[1]])) & on_book)[0]
+
+        def detail(loan_id: str) -> tuple[list[tuple[str, str]], int]:
+            """The loan's recorded changes (date, new class) and the scans the answer cost."""
+            before = reader.scans
+            loan = client.data(LOAN_DETAIL, HQ, {"id": loan_id})["loan"]
+            return [(c["asOfDate"], c["toClass"]) for c in loan["classificationChanges"]], reader.scans - before
+
+        def history_loaded(day: dt.date) -> None:
+            future = reader.peek(reader.catalog().served[day])
+            assert future is not None
+            future.result().table(CLASSIFICATION_HISTORY, CHANGES_ORDER).result(timeout=60)
+
+        want = {
+            loan_id: [(day.isoformat(), recorded[day][loan_id]) for day in DATES if loan_id in recorded[day]]
+            for loan_id in (changed, kept)
+        }
+        assert len(want[changed]) == 2 and len(want[kept]) == 1
+
+        answer, scans = detail(changed)  # the latest date's history starts loading
+        assert answer == want[changed] and scans >= 2
+        history_loaded(DATES[1])
+        # the older date is not resident: its snapshot row and its change are scanned
+        assert detail(changed) == (want[changed], 2)
+        assert detail(kept) == (want[kept], 2)
+        # the older date becomes resident (a portfolio query on it); its history follows on demand
+        client.data(f'{{ portfolio(groupBy: HQ, asOf: "{DATES[0]}") {{ loanCount }} }}')
+        assert detail(changed)[0] == want[changed]
+        history_loaded(DATES[0])
+        assert detail(changed) == (want[changed], 0)
+        assert detail(kept) == (want[kept], 0)
     finally:
         reader.close()
 
