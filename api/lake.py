@@ -314,6 +314,15 @@ class LakeReader:
         with self._lock:
             return self._resident.get(run.key)
 
+    def warm(self, run: Run) -> None:
+        """Start loading the run's date in the background if the LRU has a free place for it
+        (never evicts, never waits). A loan detail asks this of each date it must scan: the
+        dates it reads again and again then come into memory, within `resident_dates`."""
+        with self._lock:
+            if run.key in self._resident or len(self._resident) >= self.settings.resident_dates:
+                return
+        self.date_data(run)
+
     def _load(self, run: Run) -> DateData:
         data = DateData(self, run)
         self.loads += 1

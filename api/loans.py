@@ -240,9 +240,12 @@ async def scan_loan(ctx: Context, contract: Table, run: Run, loan_id: str) -> pa
 
 
 def resident(ctx: Context, run: Run) -> DateData | None:
-    """The run's date data if it is in memory now (never starts or waits for a load)."""
+    """The run's date data if it is in memory now (never waits for a load). A date that is not
+    is put to loading in the background when the LRU has room for it (`LakeReader.warm`)."""
     future = ctx.catalog.loaded.get(run.key) or ctx.reader.peek(run)
-    if future is not None and future.done() and future.exception() is None:
+    if future is None:
+        ctx.reader.warm(run)
+    elif future.done() and future.exception() is None:
         data: DateData = future.result()
         return data
     return None

@@ -15,9 +15,10 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import strawberry
@@ -171,16 +172,8 @@ class Agency:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[Placement]:
-        ctx = info.context
-        data = await _table(ctx, self._as_of, AGENCY_PLACEMENTS, COLLECTION_ORDER)
-        if data is None:
-            return empty_connection()
-        mask = select(
-            ctx,
-            data,
-            equals={"agency_id": str(self.agency_id), "status": status.value if status is not None else None},
-        )
-        return _page(ctx, "placements", data, mask, first, after, Placement.from_lake)
+        equals = {"agency_id": str(self.agency_id), "status": _value(status)}
+        return await PLACEMENTS.page(info.context, self._as_of, first, after, equals=equals)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,6 +184,46 @@ async def _table(
     ctx: Context, as_of: dt.date | None, contract: Table, order: dict[str, tuple[str, ...]]
 ) -> TableData | None:
     return await ctx.table(as_of, contract, order[contract.name])
+
+
+@dataclass(frozen=True)
+class Listing(Generic[N]):
+    """A field over one lake table of a business date: the table, its key order (the keyset
+    order of its pages), the cursor kind of its pages and the node made from a row."""
+
+    contract: Table
+    order: dict[str, tuple[str, ...]]
+    make: Callable[[dict[str, Any]], N]
+    cursor: str = ""
+
+    async def rows(self, ctx: Context, as_of: dt.date | None, equals: dict[str, str | None] | None = None) -> list[N]:
+        """Every row the caller may see that matches (none when the run did not write the table)."""
+        data = await _table(ctx, as_of, self.contract, self.order)
+        if data is None:
+            return []
+        return listed(ctx, data, select(ctx, data, equals=equals), self.make)
+
+    async def page(
+        self,
+        ctx: Context,
+        as_of: dt.date | None,
+        first: int | None,
+        after: str | None,
+        branch_id: str | None = None,
+        equals: dict[str, str | None] | None = None,
+        extra: Sequence[Callable[[TableData], Any]] = (),
+    ) -> Connection[N]:
+        """A page of the rows the caller may see, in the branch's subtree and matching `equals`
+        and `extra` (empty when the run did not write the table)."""
+        data = await _table(ctx, as_of, self.contract, self.order)
+        if data is None:
+            return empty_connection()
+        mask = select(ctx, data, branch_id=branch_id, equals=equals, extra=extra)
+        return _page(ctx, self.cursor, data, mask, first, after, self.make)
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else str(choice.value)
 
 
 def _page(
@@ -216,6 +249,18 @@ def _dpd_range(low: int | None, high: int | None) -> list[Any]:
     if low is not None and high is not None and low > high:
         raise BadInput("minDpd must not exceed maxDpd")
     return [int_range("dpd", low, high)]
+
+
+PLACEMENTS = Listing(AGENCY_PLACEMENTS, COLLECTION_ORDER, Placement.from_lake, "placements")
+MIGRATION_RATES_LIST = Listing(MIGRATION_RATES, METRICS_ORDER, MigrationRate.from_lake)
+ROLL_RATES_LIST = Listing(ROLL_RATES, METRICS_ORDER, RollRate.from_lake)
+VINTAGE_LIST = Listing(VINTAGE, METRICS_ORDER, VintagePoint.from_lake)
+KPI_BREACHES_LIST = Listing(KPI_BREACHES, METRICS_ORDER, KpiBreach.from_lake)
+CHANNEL_SCORECARD_LIST = Listing(CHANNEL_SCORECARD, METRICS_ORDER, ChannelScore.from_lake)
+EARLY_WARNINGS_PAGES = Listing(EARLY_WARNINGS, METRICS_ORDER, EarlyWarning.from_lake, "earlyWarnings")
+INSPECTION_TASKS_PAGES = Listing(INSPECTION_TASKS, INSPECTION_ORDER, InspectionTask.from_lake, "inspectionTasks")
+SETTLED_LOANS_PAGES = Listing(SETTLED_LOANS, INSPECTION_ORDER, SettledLoan.from_lake, "settledLoans")
+COLLECTION_CASES_PAGES = Listing(COLLECTION_CASES, COLLECTION_ORDER, CollectionCase.from_lake, "collectionCases")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -282,25 +327,15 @@ class Query:
         group_by: GroupBy = GroupBy.HQ,
         key: str | None = None,
     ) -> list[MigrationRate]:
-        ctx = info.context
-        data = await _table(ctx, as_of, MIGRATION_RATES, METRICS_ORDER)
-        if data is None:
-            return []
-        mask = select(
-            ctx, data, equals={"period_type": period_type.value, "grouping": group_by.value, "group_key": key}
-        )
-        return listed(ctx, data, mask, MigrationRate.from_lake)
+        equals = {"period_type": period_type.value, "grouping": group_by.value, "group_key": key}
+        return await MIGRATION_RATES_LIST.rows(info.context, as_of, equals)
 
     @resolver("Roll rates between delinquency buckets since the previous month-end.")
     async def roll_rates(
         self, info: Info, as_of: dt.date | None = None, group_by: GroupBy = GroupBy.HQ, key: str | None = None
     ) -> list[RollRate]:
-        ctx = info.context
-        data = await _table(ctx, as_of, ROLL_RATES, METRICS_ORDER)
-        if data is None:
-            return []
-        mask = select(ctx, data, equals={"grouping": group_by.value, "group_key": key})
-        return listed(ctx, data, mask, RollRate.from_lake)
+        equals = {"grouping": group_by.value, "group_key": key}
+        return await ROLL_RATES_LIST.rows(info.context, as_of, equals)
 
     @resolver(
         "Vintage curves: share of each cohort's disbursed amount ever 30+/90+ DPD, by MOB.",
@@ -309,11 +344,8 @@ class Query:
     async def vintage(
         self, info: Info, as_of: dt.date | None = None, product_code: str | None = None
     ) -> list[VintagePoint]:
-        ctx = info.context
-        data = await _table(ctx, as_of, VINTAGE, METRICS_ORDER)
-        if data is None:
-            return []
-        return listed(ctx, data, select(ctx, data, equals={"product_code": product_code}), VintagePoint.from_lake)
+        equals = {"product_code": product_code}
+        return await VINTAGE_LIST.rows(info.context, as_of, equals)
 
     @resolver("Groups breaching their KPI targets (a branch caller: groups in its subtree).")
     async def kpi_breaches(
@@ -323,27 +355,12 @@ class Query:
         metric: KpiMetric | None = None,
         group_by: GroupBy | None = None,
     ) -> list[KpiBreach]:
-        ctx = info.context
-        data = await _table(ctx, as_of, KPI_BREACHES, METRICS_ORDER)
-        if data is None:
-            return []
-        mask = select(
-            ctx,
-            data,
-            equals={
-                "metric": metric.value if metric is not None else None,
-                "grouping": group_by.value if group_by is not None else None,
-            },
-        )
-        return listed(ctx, data, mask, KpiBreach.from_lake)
+        equals = {"metric": _value(metric), "grouping": _value(group_by)}
+        return await KPI_BREACHES_LIST.rows(info.context, as_of, equals)
 
     @resolver("Cooperation channels scored and rated (a branch caller: channels it manages).")
     async def channel_scorecard(self, info: Info, as_of: dt.date | None = None) -> list[ChannelScore]:
-        ctx = info.context
-        data = await _table(ctx, as_of, CHANNEL_SCORECARD, METRICS_ORDER)
-        if data is None:
-            return []
-        return listed(ctx, data, select(ctx, data), ChannelScore.from_lake)
+        return await CHANNEL_SCORECARD_LIST.rows(info.context, as_of)
 
     @resolver("Early warnings raised since the previous run.")
     async def early_warnings(
@@ -354,22 +371,15 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[EarlyWarning]:
-        ctx = info.context
-        data = await _table(ctx, as_of, EARLY_WARNINGS, METRICS_ORDER)
-        if data is None:
-            return empty_connection()
         f = filter or EarlyWarningFilter()
-        mask = select(
-            ctx,
-            data,
+        return await EARLY_WARNINGS_PAGES.page(
+            info.context,
+            as_of,
+            first,
+            after,
             branch_id=f.branch_id,
-            equals={
-                "officer_id": f.officer_id,
-                "warning_type": f.warning_type.value if f.warning_type is not None else None,
-                "severity": f.severity,
-            },
+            equals={"officer_id": f.officer_id, "warning_type": _value(f.warning_type), "severity": f.severity},
         )
-        return _page(ctx, "earlyWarnings", data, mask, first, after, EarlyWarning.from_lake)
 
     @resolver("Post-loan inspection tasks by due date (a branch caller: its subtree only).")
     async def inspection_tasks(
@@ -380,25 +390,21 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[InspectionTask]:
-        ctx = info.context
-        data = await _table(ctx, as_of, INSPECTION_TASKS, INSPECTION_ORDER)
-        if data is None:
-            return empty_connection()
         f = filter or InspectionTaskFilter()
-        extra = [date_before("due_date", f.due_on_or_before)] if f.due_on_or_before is not None else []
-        mask = select(
-            ctx,
-            data,
+        return await INSPECTION_TASKS_PAGES.page(
+            info.context,
+            as_of,
+            first,
+            after,
             branch_id=f.branch_id,
             equals={
                 "officer_id": f.officer_id,
                 "task_type": f.task_type,
-                "status": f.status.value if f.status is not None else None,
+                "status": _value(f.status),
                 "loan_id": f.loan_id,
             },
-            extra=extra,
+            extra=[date_before("due_date", f.due_on_or_before)] if f.due_on_or_before is not None else [],
         )
-        return _page(ctx, "inspectionTasks", data, mask, first, after, InspectionTask.from_lake)
 
     @resolver("The monthly settled-loans list (結清名單) with collateral release status.")
     async def settled_loans(
@@ -409,12 +415,12 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[SettledLoan]:
-        ctx = info.context
-        data = await _table(ctx, as_of, SETTLED_LOANS, INSPECTION_ORDER)
-        if data is None:
-            return empty_connection()
-        return _page(
-            ctx, "settledLoans", data, select(ctx, data, branch_id=branch_id), first, after, SettledLoan.from_lake
+        return await SETTLED_LOANS_PAGES.page(
+            info.context,
+            as_of,
+            first,
+            after,
+            branch_id=branch_id,
         )
 
     @resolver("The night's collection cases (a branch caller: its subtree only).")
@@ -426,25 +432,22 @@ class Query:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[CollectionCase]:
-        ctx = info.context
-        data = await _table(ctx, as_of, COLLECTION_CASES, COLLECTION_ORDER)
-        if data is None:
-            return empty_connection()
         f = filter or CollectionCaseFilter()
-        mask = select(
-            ctx,
-            data,
+        return await COLLECTION_CASES_PAGES.page(
+            info.context,
+            as_of,
+            first,
+            after,
             branch_id=f.branch_id,
             equals={
                 "officer_id": f.officer_id,
-                "mode": f.mode.value if f.mode is not None else None,
+                "mode": _value(f.mode),
                 "stage": f.stage,
                 "agency_id": f.agency_id,
                 "owner_type": f.owner_type,
             },
             extra=_dpd_range(f.min_dpd, f.max_dpd),
         )
-        return _page(ctx, "collectionCases", data, mask, first, after, CollectionCase.from_lake)
 
     @resolver(
         "Collection agencies with their monthly scorecards and placements.",

@@ -192,11 +192,15 @@ def test_per_loan_scans_are_bounded_and_given_up_at_the_deadline(api_lake: Path)
         reader.close()
 
 
-def test_class_changes_on_resident_dates_come_from_memory_not_scans(api_lake: Path) -> None:
-    """On a resident date a loan's class change is looked up in that date's classification_history,
-    loaded once in the background on the first loan detail that needs it; scans answer only until
-    then and on dates not in memory. The answer is the same either way."""
-    client = InProcess(api_lake, ApiSettings())  # three resident dates; only the latest loaded yet
+@pytest.mark.parametrize("resident_dates", [1, 3])
+def test_a_loan_detail_reads_resident_dates_from_memory_and_scans_only_the_others(
+    api_lake: Path, resident_dates: int
+) -> None:
+    """A loan's class change on a resident date comes from that date's classification_history,
+    loaded once in the background on the first loan detail that needs it. A date the detail has
+    to scan is put to loading when the LRU has room (three resident dates here, not with one).
+    The answer is the same from memory or from scans."""
+    client = InProcess(api_lake, ApiSettings(lake=LakeSettings(resident_dates=resident_dates)))
     reader = client.state.reader
     try:
         runs = serving_runs(api_lake)
@@ -211,6 +215,11 @@ def test_class_changes_on_resident_dates_come_from_memory_not_scans(api_lake: Pa
         # the first run records every loan; the second only the loans whose class changed
         changed = sorted(set(recorded[DATES[0]]) & set(recorded[DATES[1]]) & on_book)[0]
         kept = sorted((set(recorded[DATES[0]]) - set(recorded[DATES[1]])) & on_book)[0]
+        want = {
+            loan_id: [(day.isoformat(), recorded[day][loan_id]) for day in DATES if loan_id in recorded[day]]
+            for loan_id in (changed, kept)
+        }
+        assert len(want[changed]) == 2 and len(want[kept]) == 1
 
         def detail(loan_id: str) -> tuple[list[tuple[str, str]], int]:
             """The loan's recorded changes (date, new class) and the scans the answer cost."""
@@ -218,29 +227,31 @@ def test_class_changes_on_resident_dates_come_from_memory_not_scans(api_lake: Pa
             loan = client.data(LOAN_DETAIL, HQ, {"id": loan_id})["loan"]
             return [(c["asOfDate"], c["toClass"]) for c in loan["classificationChanges"]], reader.scans - before
 
-        def history_loaded(day: dt.date) -> None:
+        def in_memory(day: dt.date) -> bool:
+            """Whether the date is loading or loaded; if so, waits for it and its history."""
             future = reader.peek(reader.catalog().served[day])
-            assert future is not None
-            future.result().table(CLASSIFICATION_HISTORY, CHANGES_ORDER).result(timeout=60)
+            if future is None:
+                return False
+            future.result(timeout=60).table(CLASSIFICATION_HISTORY, CHANGES_ORDER).result(timeout=60)
+            return True
 
-        want = {
-            loan_id: [(day.isoformat(), recorded[day][loan_id]) for day in DATES if loan_id in recorded[day]]
-            for loan_id in (changed, kept)
-        }
-        assert len(want[changed]) == 2 and len(want[kept]) == 1
-
-        answer, scans = detail(changed)  # the latest date's history starts loading
+        older = reader.catalog().served[DATES[0]]
+        assert reader.resident() == [reader.catalog().served[DATES[1]].key]
+        # the first detail scans the older date (and the latest's changes, not loaded yet)
+        answer, scans = detail(changed)
         assert answer == want[changed] and scans >= 2
-        history_loaded(DATES[1])
-        # the older date is not resident: its snapshot row and its change are scanned
-        assert detail(changed) == (want[changed], 2)
-        assert detail(kept) == (want[kept], 2)
-        # the older date becomes resident (a portfolio query on it); its history follows on demand
-        client.data(f'{{ portfolio(groupBy: HQ, asOf: "{DATES[0]}") {{ loanCount }} }}')
-        assert detail(changed)[0] == want[changed]
-        history_loaded(DATES[0])
-        assert detail(changed) == (want[changed], 0)
-        assert detail(kept) == (want[kept], 0)
+        assert in_memory(DATES[1])
+        if resident_dates == 1:
+            assert not in_memory(DATES[0])  # no room: the older date is scanned every time
+            assert detail(changed) == (want[changed], 2)
+            assert detail(kept) == (want[kept], 2)
+            assert reader.resident() == [reader.catalog().served[DATES[1]].key]
+        else:
+            assert older.key in reader.resident()  # put to loading by the first detail
+            assert detail(changed)[0] == want[changed]  # starts the older date's history load
+            assert in_memory(DATES[0])
+            assert detail(changed) == (want[changed], 0)
+            assert detail(kept) == (want[kept], 0)
     finally:
         reader.close()
 
