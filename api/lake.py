@@ -176,6 +176,11 @@ class TableData:
             return self._encoded[name]
 
 
+# classification_history holds at most one row per loan and date (its key), so the loan is the
+# whole key of its in-memory copy.
+CHANGES_ORDER = ("loan_id",)
+
+
 class DateData:
     """A served run's data for its business date: the loan book (loaded eagerly) and the other
     tables (loaded on first use, each once)."""
@@ -218,6 +223,10 @@ class DateData:
                 future = self.reader.submit(self._load_table, contract, order)
                 self._tables[contract.name] = future
         return future
+
+    def changes(self) -> concurrent.futures.Future[TableData | None]:
+        """The date's classification_history keyed by loan (a loan's class changes on the date)."""
+        return self.table(CLASSIFICATION_HISTORY, CHANGES_ORDER)
 
     def _load_table(self, contract: Table, order: tuple[str, ...]) -> TableData | None:
         rows = self.reader.read(contract, self.run)
@@ -275,7 +284,11 @@ class LakeReader:
                 self._publishing = newest.key
                 try:
                     future = self.date_data(newest)
-                    future.result()  # load before publishing; a failure keeps the previous catalog
+                    data = future.result()  # load before publishing; a failure keeps the previous catalog
+                    # the loan details' class changes too, so that they cost no scan after the swap
+                    # (unlike the snapshot, this load failing only means scans)
+                    with contextlib.suppress(Exception):
+                        data.changes().result()
                 finally:
                     self._publishing = None
                 catalog = replace(catalog, loaded={newest.key: future})

@@ -268,11 +268,6 @@ async def loan_row(ctx: Context, run: Run, loan_id: str) -> dict[str, Any] | Non
     return found if visible(found.get("branch_path"), ctx.caller.scope) else None
 
 
-# classification_history holds at most one row per loan and date (its key), so the loan is the
-# whole key of the in-memory copy.
-CHANGES_ORDER = ("loan_id",)
-
-
 async def loan_changes(ctx: Context, run: Run, loan_id: str) -> list[dict[str, Any]]:
     """The loan's class change recorded on the run's date (none or one row, before the caller's
     scope is applied). On a resident date the date's classification_history is loaded into
@@ -282,7 +277,7 @@ async def loan_changes(ctx: Context, run: Run, loan_id: str) -> list[dict[str, A
     req/s soak, docs/api.md)."""
     data = resident(ctx, run)
     if data is not None:
-        future = data.table(CLASSIFICATION_HISTORY, CHANGES_ORDER)
+        future = data.changes()
         if future.done() and future.exception() is None:
             changes = future.result()
             i = None if changes is None else changes.keys.find(loan_id)

@@ -14,9 +14,8 @@ import httpx
 import pytest
 
 from api.lake import SCAN_SLOTS
-from api.loans import CHANGES_ORDER
 from api.settings import ApiSettings, LakeSettings
-from schemas.lake import CLASSIFICATION_HISTORY, LOAN_SNAPSHOT
+from schemas.lake import LOAN_SNAPSHOT
 from schemas.metrics import PORTFOLIO_METRICS
 from tests.api import expected
 from tests.api.conftest import DATES, HQ, REPO, InProcess, running_server, token
@@ -196,10 +195,11 @@ def test_per_loan_scans_are_bounded_and_given_up_at_the_deadline(api_lake: Path)
 def test_a_loan_detail_reads_resident_dates_from_memory_and_scans_only_the_others(
     api_lake: Path, resident_dates: int
 ) -> None:
-    """A loan's class change on a resident date comes from that date's classification_history,
-    loaded once in the background on the first loan detail that needs it. A date the detail has
-    to scan is put to loading when the LRU has room (three resident dates here, not with one).
-    The answer is the same from memory or from scans."""
+    """A loan's class change on a resident date comes from that date's classification_history:
+    loaded with the newest date before it is served, and on other resident dates once, in the
+    background, on the first loan detail that needs it. A date the detail has to scan is put to
+    loading when the LRU has room (three resident dates here, not with one). The answer is the
+    same from memory or from scans."""
     client = InProcess(api_lake, ApiSettings(lake=LakeSettings(resident_dates=resident_dates)))
     reader = client.state.reader
     try:
@@ -232,15 +232,15 @@ def test_a_loan_detail_reads_resident_dates_from_memory_and_scans_only_the_other
             future = reader.peek(reader.catalog().served[day])
             if future is None:
                 return False
-            future.result(timeout=60).table(CLASSIFICATION_HISTORY, CHANGES_ORDER).result(timeout=60)
+            future.result(timeout=60).changes().result(timeout=60)
             return True
 
-        older = reader.catalog().served[DATES[0]]
-        assert reader.resident() == [reader.catalog().served[DATES[1]].key]
-        # the first detail scans the older date (and the latest's changes, not loaded yet)
-        answer, scans = detail(changed)
-        assert answer == want[changed] and scans >= 2
-        assert in_memory(DATES[1])
+        older, newest = (reader.catalog().served[day] for day in DATES)
+        assert reader.resident() == [newest.key]
+        newest_data = reader.peek(newest)
+        assert newest_data is not None and newest_data.result().changes().done()  # loaded with the date
+        # the first detail scans the older date only: its snapshot row and its change
+        assert detail(changed) == (want[changed], 2)
         if resident_dates == 1:
             assert not in_memory(DATES[0])  # no room: the older date is scanned every time
             assert detail(changed) == (want[changed], 2)
