@@ -176,9 +176,63 @@ class TableData:
             return self._encoded[name]
 
 
-# classification_history holds at most one row per loan and date (its key), so the loan is the
-# whole key of its in-memory copy.
-CHANGES_ORDER = ("loan_id",)
+# What a loan's `history` shows of each date (schemas/lake.py LOAN_SNAPSHOT).
+HISTORY_COLUMNS = ("loan_id", "dpd", "bucket", "risk_class", "risk_grade", "outstanding_principal", "branch_id")
+ENCODED = frozenset({"bucket", "risk_class", "risk_grade", "branch_id"})  # few distinct values
+
+
+class LoanDetails:
+    """A served date's answers to loan details, for every served date, resident or not: the
+    columns of loan_snapshot that a loan's history shows and the date's classification_history,
+    both looked up by loan id.
+
+    Without them a loan detail scanned the lake twice for each date not in memory, and at 10% of
+    300 req/s on a lake of six 1M-loan dates the scans (two at once, 20-50 ms each) fell behind:
+    details ran out of their budget and the answers queued behind them (docs/api.md, Soak). This
+    is a fifth of a resident date's memory: strings dictionary-encoded, branch paths kept once per
+    branch instead of once per loan.
+    """
+
+    def __init__(self, snapshot: pa.Table | None, changes: pa.Table | None) -> None:
+        self.paths: dict[str, list[str]] = {}
+        if snapshot is None or not snapshot.num_rows:
+            days = pa.schema([arrow_schema(LOAN_SNAPSHOT).field(c) for c in HISTORY_COLUMNS]).empty_table()
+        else:
+            # branch_path depends on the branch only: one copy per branch
+            branches = column(snapshot, "branch_id").dictionary_encode()
+            codes = np.asarray(branches.indices.fill_null(-1), dtype=np.int64)
+            found, first = np.unique(codes, return_index=True)
+            paths = column(snapshot, "branch_path").take(pa.array(first)).to_pylist()
+            names = branches.dictionary.to_pylist()
+            self.paths = {names[c]: path for c, path in zip(found, paths, strict=True) if c >= 0}
+            days = snapshot.select(list(HISTORY_COLUMNS))
+            days = days.take(pc.sort_indices(column(days, "loan_id")))
+            days = pa.table(
+                {
+                    name: column(days, name).dictionary_encode() if name in ENCODED else column(days, name)
+                    for name in HISTORY_COLUMNS
+                }
+            )
+        self.days = days.combine_chunks()
+        self.day_keys = Keys(column(self.days, "loan_id"))
+        self.changes = TableData(CLASSIFICATION_HISTORY, changes, ("loan_id",)) if changes is not None else None
+
+    def day(self, loan_id: str) -> dict[str, Any] | None:
+        """The loan's history columns on the date, with its branch_path (None if not on the book)."""
+        i = self.day_keys.find(loan_id)
+        if i is None:
+            return None
+        row: dict[str, Any] = self.days.slice(i, 1).to_pylist()[0]
+        row["branch_path"] = self.paths.get(row["branch_id"])
+        return row
+
+    def changed(self, loan_id: str) -> list[dict[str, Any]]:
+        """The loan's class change recorded on the date (none or one: the table's key)."""
+        i = None if self.changes is None else self.changes.keys.find(loan_id)
+        if self.changes is None or i is None:
+            return []
+        rows: list[dict[str, Any]] = self.changes.rows.slice(i, 1).to_pylist()
+        return rows
 
 
 class DateData:
@@ -224,10 +278,6 @@ class DateData:
                 self._tables[contract.name] = future
         return future
 
-    def changes(self) -> concurrent.futures.Future[TableData | None]:
-        """The date's classification_history keyed by loan (a loan's class changes on the date)."""
-        return self.table(CLASSIFICATION_HISTORY, CHANGES_ORDER)
-
     def _load_table(self, contract: Table, order: tuple[str, ...]) -> TableData | None:
         rows = self.reader.read(contract, self.run)
         return None if rows is None else TableData(contract, rows, order)
@@ -250,6 +300,7 @@ class LakeReader:
         self.settings = settings
         self._catalog = Catalog(ledger_version=-1)
         self._resident: OrderedDict[tuple[str, str], concurrent.futures.Future[DateData]] = OrderedDict()
+        self._details: dict[tuple[str, str], concurrent.futures.Future[LoanDetails]] = {}
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lake-load")
@@ -284,11 +335,11 @@ class LakeReader:
                 self._publishing = newest.key
                 try:
                     future = self.date_data(newest)
-                    data = future.result()  # load before publishing; a failure keeps the previous catalog
-                    # the loan details' class changes too, so that they cost no scan after the swap
-                    # (unlike the snapshot, this load failing only means scans)
+                    future.result()  # load before publishing; a failure keeps the previous catalog
+                    # and what loan details read of it, so that they cost no scan after the swap
+                    # (this failing only means scans)
                     with contextlib.suppress(Exception):
-                        data.changes().result()
+                        self.loan_details(newest).result()
                 finally:
                     self._publishing = None
                 catalog = replace(catalog, loaded={newest.key: future})
@@ -327,14 +378,18 @@ class LakeReader:
         with self._lock:
             return self._resident.get(run.key)
 
-    def warm(self, run: Run) -> None:
-        """Start loading the run's date in the background if the LRU has a free place for it
-        (never evicts, never waits). A loan detail asks this of each date it must scan: the
-        dates it reads again and again then come into memory, within `resident_dates`."""
+    def loan_details(self, run: Run) -> concurrent.futures.Future[LoanDetails]:
+        """The run's LoanDetails, loading them once in the background (kept while it is served)."""
         with self._lock:
-            if run.key in self._resident or len(self._resident) >= self.settings.resident_dates:
-                return
-        self.date_data(run)
+            future = self._details.get(run.key)
+            if future is None or (future.done() and future.exception() is not None):
+                future = self._pool.submit(self._load_details, run)
+                self._details[run.key] = future
+        return future
+
+    def _load_details(self, run: Run) -> LoanDetails:
+        snapshot = self.read(LOAN_SNAPSHOT, run, columns=[*HISTORY_COLUMNS, "branch_path"])
+        return LoanDetails(snapshot, self.read(CLASSIFICATION_HISTORY, run))
 
     def _load(self, run: Run) -> DateData:
         data = DateData(self, run)
@@ -350,6 +405,9 @@ class LakeReader:
             for key in list(self._resident):
                 if key not in served_keys and self._catalog.ledger_version >= 0 and self._resident[key].done():
                     del self._resident[key]  # replaced by a rerun
+            for key in list(self._details):
+                if key not in served_keys and self._catalog.ledger_version >= 0 and self._details[key].done():
+                    del self._details[key]
             spared = {keep.key if keep is not None else None, self._publishing}
             while len(self._resident) > self.settings.resident_dates:
                 victim = next((k for k in self._resident if k not in spared), None)
@@ -362,8 +420,15 @@ class LakeReader:
             return list(self._resident)
 
     # ------------------------------------------------------------------------------------------
-    def read(self, contract: Table, run: Run, filters: list[tuple[str, str, Any]] | None = None) -> pa.Table | None:
-        """A table's rows for the run's date, at the version the run wrote (None if it has none)."""
+    def read(
+        self,
+        contract: Table,
+        run: Run,
+        filters: list[tuple[str, str, Any]] | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table | None:
+        """A table's rows for the run's date, at the version the run wrote (None if it has none);
+        only `columns` of them when given."""
         path = self.lake / contract.name
         if not (path / "_delta_log").is_dir():
             return None
@@ -374,8 +439,8 @@ class LakeReader:
         partitions = (
             [("as_of_date", "=", run.as_of_date.isoformat())] if "as_of_date" in contract.partition_by else None
         )
-        rows = table.to_pyarrow_table(partitions=partitions, filters=filters or None)
-        return normalise(rows, contract)
+        rows = table.to_pyarrow_table(partitions=partitions, filters=filters or None, columns=columns)
+        return normalise(rows, contract, columns)
 
     def scan_loan(self, contract: Table, run: Run, loan_id: str, deadline: float | None = None) -> pa.Table | None:
         """One loan's rows of a table for the run's date, without loading the whole date. Waits
@@ -398,21 +463,22 @@ class LakeReader:
             self._scan_slots.release()
 
 
-def normalise(rows: pa.Table, contract: Table) -> pa.Table:
-    """Plain Arrow types (delta-rs may hand out views or large types) in contract column order."""
-    wanted = arrow_schema(contract)
-    columns = []
+def normalise(rows: pa.Table, contract: Table, columns: list[str] | None = None) -> pa.Table:
+    """Plain Arrow types (delta-rs may hand out views or large types) in contract column order
+    (only `columns` of the contract when given)."""
+    wanted = [f for f in arrow_schema(contract) if columns is None or f.name in columns]
+    arrays = []
     for f in wanted:
         if f.name not in rows.column_names:
-            columns.append(pa.nulls(rows.num_rows, f.type))
+            arrays.append(pa.nulls(rows.num_rows, f.type))
             continue
         col = rows.column(f.name)
         if col.type != f.type:
             # e.g. a timestamp without time zone: keep what delta-rs gave
             with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 col = col.cast(f.type)
-        columns.append(col)
-    return pa.Table.from_arrays(columns, names=[f.name for f in wanted])
+        arrays.append(col)
+    return pa.Table.from_arrays(arrays, names=[f.name for f in wanted])
 
 
 # Kept together so the schema module can name what a run's tables are.

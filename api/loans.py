@@ -15,7 +15,7 @@ import strawberry
 from api.context import Context
 from api.errors import TimeBudgetExceeded
 from api.fields import resolver
-from api.lake import DateData, Run
+from api.lake import DateData, LoanDetails, Run
 from api.portfolio import RiskClass
 from api.relay import Connection, paginate
 from api.store import LoanFilterValues
@@ -185,7 +185,7 @@ class Loan:
         days: list[LoanDay] = []
         for run in (ctx.catalog.served[d] for d in ctx.catalog.dates):
             ctx.check_time()
-            row = await loan_row(ctx, run, str(self.loan_id))
+            row = await loan_day(ctx, run, str(self.loan_id))
             if row is not None:
                 days.append(
                     LoanDay(
@@ -239,49 +239,32 @@ async def scan_loan(ctx: Context, contract: Table, run: Run, loan_id: str) -> pa
         raise TimeBudgetExceeded(f"the request used up its time budget of {budget} ms") from None
 
 
-def resident(ctx: Context, run: Run) -> DateData | None:
-    """The run's date data if it is in memory now (never waits for a load). A date that is not
-    is put to loading in the background when the LRU has room for it (`LakeReader.warm`)."""
-    future = ctx.catalog.loaded.get(run.key) or ctx.reader.peek(run)
-    if future is None:
-        ctx.reader.warm(run)
-    elif future.done() and future.exception() is None:
-        data: DateData = future.result()
-        return data
+def details(ctx: Context, run: Run) -> LoanDetails | None:
+    """The run's LoanDetails if they are in memory (never waits; starts their load if needed)."""
+    future = ctx.reader.loan_details(run)
+    if future.done() and future.exception() is None:
+        return future.result()
     return None
 
 
-async def loan_row(ctx: Context, run: Run, loan_id: str) -> dict[str, Any] | None:
-    """The loan's snapshot row on the run's date if the caller may see it: from memory when the
-    date is resident, else a predicate scan of that version (no whole-date load)."""
-    data = resident(ctx, run)
-    if data is not None:
-        book = data.loans
-        i = book.keys.find(loan_id)
-        if i is None or not book.visible(i, ctx.caller.scope):
-            return None
-        return book.rows([i])[0]
-    rows = await scan_loan(ctx, LOAN_SNAPSHOT, run, loan_id)
-    if rows is None or rows.num_rows == 0:
-        return None
-    found: dict[str, Any] = rows.slice(0, 1).to_pylist()[0]
-    return found if visible(found.get("branch_path"), ctx.caller.scope) else None
+async def loan_day(ctx: Context, run: Run, loan_id: str) -> dict[str, Any] | None:
+    """The loan's history columns on the run's date if the caller may see it: from the date's
+    LoanDetails, or a predicate scan of that version until they are loaded."""
+    loaded = details(ctx, run)
+    if loaded is not None:
+        found = loaded.day(loan_id)
+    else:
+        rows = await scan_loan(ctx, LOAN_SNAPSHOT, run, loan_id)
+        found = rows.slice(0, 1).to_pylist()[0] if rows is not None and rows.num_rows else None
+    return found if found is not None and visible(found.get("branch_path"), ctx.caller.scope) else None
 
 
 async def loan_changes(ctx: Context, run: Run, loan_id: str) -> list[dict[str, Any]]:
     """The loan's class change recorded on the run's date (none or one row, before the caller's
-    scope is applied). On a resident date the date's classification_history is loaded into
-    memory once, in the background, on the first loan detail that needs it; until it is there,
-    and on dates not in memory, a predicate scan answers. A loan detail on resident dates then
-    costs no scan: per-loan scans held the event loop's queue behind them under load (the 300
-    req/s soak, docs/api.md)."""
-    data = resident(ctx, run)
-    if data is not None:
-        future = data.changes()
-        if future.done() and future.exception() is None:
-            changes = future.result()
-            i = None if changes is None else changes.keys.find(loan_id)
-            return [] if changes is None or i is None else changes.rows.slice(i, 1).to_pylist()
+    scope is applied): from the date's LoanDetails, or a predicate scan until they are loaded."""
+    loaded = details(ctx, run)
+    if loaded is not None:
+        return loaded.changed(loan_id)
     rows = await scan_loan(ctx, CLASSIFICATION_HISTORY, run, loan_id)
     return [] if rows is None else rows.to_pylist()
 

@@ -191,16 +191,12 @@ def test_per_loan_scans_are_bounded_and_given_up_at_the_deadline(api_lake: Path)
         reader.close()
 
 
-@pytest.mark.parametrize("resident_dates", [1, 3])
-def test_a_loan_detail_reads_resident_dates_from_memory_and_scans_only_the_others(
-    api_lake: Path, resident_dates: int
-) -> None:
-    """A loan's class change on a resident date comes from that date's classification_history:
-    loaded with the newest date before it is served, and on other resident dates once, in the
-    background, on the first loan detail that needs it. A date the detail has to scan is put to
-    loading when the LRU has room (three resident dates here, not with one). The answer is the
-    same from memory or from scans."""
-    client = InProcess(api_lake, ApiSettings(lake=LakeSettings(resident_dates=resident_dates)))
+def test_a_loan_detail_is_answered_from_memory_on_every_served_date(api_lake: Path) -> None:
+    """Each served date keeps what loan details read (the history columns of its snapshot and its
+    classification_history, by loan id): loaded with the newest date before it is served, and
+    for other dates in the background on the first detail that needs them, without loading the
+    whole date. Scans answer only until then, and the answer is the same either way."""
+    client = InProcess(api_lake, ApiSettings(lake=LakeSettings(resident_dates=1)))
     reader = client.state.reader
     try:
         runs = serving_runs(api_lake)
@@ -209,49 +205,40 @@ def test_a_loan_detail_reads_resident_dates_from_memory_and_scans_only_the_other
             table = read_date(api_lake, "classification_history", runs[day])
             assert table is not None
             recorded[day] = {r["loan_id"]: r["to_class"] for r in table.to_pylist()}
-        latest = read_date(api_lake, "loan_snapshot", runs[DATES[1]])
-        assert latest is not None
-        on_book = set(latest["loan_id"].to_pylist())
+        snapshots = {day: read_date(api_lake, "loan_snapshot", runs[day]) for day in DATES}
+        dpd = {
+            day: dict(zip(t["loan_id"].to_pylist(), t["dpd"].to_pylist(), strict=True))
+            for day, t in snapshots.items()
+            if t is not None
+        }
         # the first run records every loan; the second only the loans whose class changed
-        changed = sorted(set(recorded[DATES[0]]) & set(recorded[DATES[1]]) & on_book)[0]
-        kept = sorted((set(recorded[DATES[0]]) - set(recorded[DATES[1]])) & on_book)[0]
+        changed = sorted(set(recorded[DATES[0]]) & set(recorded[DATES[1]]) & set(dpd[DATES[1]]))[0]
+        kept = sorted((set(recorded[DATES[0]]) - set(recorded[DATES[1]])) & set(dpd[DATES[1]]))[0]
         want = {
-            loan_id: [(day.isoformat(), recorded[day][loan_id]) for day in DATES if loan_id in recorded[day]]
+            loan_id: (
+                [(day.isoformat(), recorded[day][loan_id]) for day in DATES if loan_id in recorded[day]],
+                [(day.isoformat(), dpd[day][loan_id]) for day in DATES if loan_id in dpd[day]],
+            )
             for loan_id in (changed, kept)
         }
-        assert len(want[changed]) == 2 and len(want[kept]) == 1
+        assert len(want[changed][0]) == 2 and len(want[kept][0]) == 1
 
-        def detail(loan_id: str) -> tuple[list[tuple[str, str]], int]:
-            """The loan's recorded changes (date, new class) and the scans the answer cost."""
+        def detail(loan_id: str) -> tuple[tuple[list[tuple[str, str]], list[tuple[str, int]]], int]:
+            """The loan's recorded changes and its history's dpd, and the scans the answer cost."""
             before = reader.scans
             loan = client.data(LOAN_DETAIL, HQ, {"id": loan_id})["loan"]
-            return [(c["asOfDate"], c["toClass"]) for c in loan["classificationChanges"]], reader.scans - before
-
-        def in_memory(day: dt.date) -> bool:
-            """Whether the date is loading or loaded; if so, waits for it and its history."""
-            future = reader.peek(reader.catalog().served[day])
-            if future is None:
-                return False
-            future.result(timeout=60).changes().result(timeout=60)
-            return True
+            changes = [(c["asOfDate"], c["toClass"]) for c in loan["classificationChanges"]]
+            return (changes, [(d["asOfDate"], d["dpd"]) for d in loan["history"]]), reader.scans - before
 
         older, newest = (reader.catalog().served[day] for day in DATES)
-        assert reader.resident() == [newest.key]
-        newest_data = reader.peek(newest)
-        assert newest_data is not None and newest_data.result().changes().done()  # loaded with the date
-        # the first detail scans the older date only: its snapshot row and its change
+        assert reader.loan_details(newest).done()  # loaded with the date, before it was served
+        # the first detail scans the older date (its snapshot row and its change) and starts
+        # loading its details
         assert detail(changed) == (want[changed], 2)
-        if resident_dates == 1:
-            assert not in_memory(DATES[0])  # no room: the older date is scanned every time
-            assert detail(changed) == (want[changed], 2)
-            assert detail(kept) == (want[kept], 2)
-            assert reader.resident() == [reader.catalog().served[DATES[1]].key]
-        else:
-            assert older.key in reader.resident()  # put to loading by the first detail
-            assert detail(changed)[0] == want[changed]  # starts the older date's history load
-            assert in_memory(DATES[0])
-            assert detail(changed) == (want[changed], 0)
-            assert detail(kept) == (want[kept], 0)
+        reader.loan_details(older).result(timeout=60)
+        assert detail(changed) == (want[changed], 0)
+        assert detail(kept) == (want[kept], 0)
+        assert reader.resident() == [newest.key]  # no whole date was loaded for it
     finally:
         reader.close()
 
