@@ -228,8 +228,7 @@ class LoanDetails:
 
     def changed(self, loan_id: str) -> list[dict[str, Any]]:
         """The loan's class change recorded on the date (none or one: the table's key)."""
-        i = None if self.changes is None else self.changes.keys.find(loan_id)
-        if self.changes is None or i is None:
+        if self.changes is None or (i := self.changes.keys.find(loan_id)) is None:
             return []
         rows: list[dict[str, Any]] = self.changes.rows.slice(i, 1).to_pylist()
         return rows
@@ -402,12 +401,10 @@ class LakeReader:
         with self._lock:
             keep = self._catalog.served.get(self._catalog.latest_date) if self._catalog.latest_date else None
             served_keys = {r.key for r in self._catalog.served.values()}
-            for key in list(self._resident):
-                if key not in served_keys and self._catalog.ledger_version >= 0 and self._resident[key].done():
-                    del self._resident[key]  # replaced by a rerun
-            for key in list(self._details):
-                if key not in served_keys and self._catalog.ledger_version >= 0 and self._details[key].done():
-                    del self._details[key]
+            for held in (self._resident, self._details):
+                for key in list(held):
+                    if key not in served_keys and self._catalog.ledger_version >= 0 and held[key].done():
+                        del held[key]  # replaced by a rerun
             spared = {keep.key if keep is not None else None, self._publishing}
             while len(self._resident) > self.settings.resident_dates:
                 victim = next((k for k in self._resident if k not in spared), None)
