@@ -268,8 +268,9 @@ def _with_schedule_facts(as_of: dt.date, schedule: DataFrame) -> Transform:
             _normal_since().alias("_normal_since"),
             _p("observation_min_periods").alias("_periods"),
         )
-        # Left join: a loan without schedule rows still gets its (null) facts.
-        rows = needs.join(schedule.select("loan_id", "due_date"), "loan_id", "left")
+        # The loans that need facts are few: broadcast them to the schedule, so its instalments are
+        # filtered where they lie instead of all of them being shuffled to meet a few loans.
+        rows = schedule.select("loan_id", "due_date").join(F.broadcast(needs), "loan_id")
         due, anchor_col = F.col("due_date"), F.col("_anchor")
         by_loan = Window.partitionBy("loan_id")
         # Repayment periods are distinct due dates, numbered in date order.
@@ -282,7 +283,9 @@ def _with_schedule_facts(as_of: dt.date, schedule: DataFrame) -> Transform:
             # The n-th due date on or after normal_since is <= as_of iff at least n fall in between.
             F.count_distinct(F.when(due.between(F.col("_normal_since"), day), due)).alias(_NORMAL_PERIODS),
         )
-        return loans.join(facts, "loan_id", "left")
+        # A loan that needs facts but has no schedule rows has none of its due dates in the period.
+        needed = needs.select("loan_id").join(facts, "loan_id", "left").fillna(0, subset=[_NORMAL_PERIODS])
+        return loans.join(needed, "loan_id", "left")
 
     return transform
 

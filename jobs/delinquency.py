@@ -87,21 +87,45 @@ def months_on_book(as_of: dt.date) -> Column:
     return F.floor(F.months_between(F.lit(as_of), F.col("disbursement_date"))).cast("int")
 
 
+def cents(amount: Column) -> Column:
+    """A decimal(18,2) amount as whole cents (fen), exactly.
+
+    The delinquency's running sums and its merge of thresholds and payments by amount run over
+    every instalment of the book. Over decimal(18,2) they become decimal(28,2), which Spark adds
+    with java BigDecimal and cannot sort by a binary prefix; as longs they are plain additions and
+    radix-sortable. Ingest bounds every amount (AMOUNT_OUT_OF_RANGE), so a loan's sums fit a long.
+    """
+    return (amount * 100).cast("long")
+
+
+def from_cents(amount: Column) -> Column:
+    return (amount.cast("decimal(20,0)") / 100).cast(MONEY)
+
+
 def _instalments(schedule: DataFrame, loans: DataFrame) -> DataFrame:
-    """Instalments with cumulative dues and the loan's coverage threshold (due less tolerance)."""
+    """Instalments in cents with cumulative dues and the loan's coverage threshold (due less tolerance)."""
     by_loan = Window.partitionBy("loan_id").orderBy("installment_no")
-    due = F.col("principal_due") + F.col("interest_due")
+    so_far = by_loan.rowsBetween(Window.unboundedPreceding, 0)
     return (
-        schedule.join(loans.select("loan_id", "_tolerance"), "loan_id")
-        .withColumn("_due", due)
-        .withColumn("_cum_due", F.sum("_due").over(by_loan.rowsBetween(Window.unboundedPreceding, 0)))
-        .withColumn("_prev_cum_due", F.col("_cum_due") - F.col("_due"))
-        .withColumn("_threshold", F.col("_cum_due") - F.col("_tolerance"))
+        schedule.join(loans.select("loan_id", "_tolerance_c"), "loan_id")
+        .select(
+            "loan_id",
+            "installment_no",
+            "due_date",
+            cents(F.col("principal_due")).alias("_principal_c"),
+            cents(F.col("interest_due")).alias("_interest_c"),
+            "_tolerance_c",
+        )
+        .withColumn("_due_c", F.col("_principal_c") + F.col("_interest_c"))
+        .withColumn("_cum_due_c", F.sum("_due_c").over(so_far))
+        .withColumn("_is_first", F.col("installment_no") == F.first("installment_no").over(so_far))
+        .withColumn("_prev_cum_due_c", F.col("_cum_due_c") - F.col("_due_c"))
+        .withColumn("_threshold_c", F.col("_cum_due_c") - F.col("_tolerance_c"))
     )
 
 
 def _payment_days(repayments: DataFrame, as_of: dt.date) -> DataFrame:
-    """Net amount per loan and value date, the running total paid, and its suffix minimum.
+    """Net cents per loan and value date, the running total paid, and its suffix minimum.
 
     The suffix minimum S at a payment day is the least the running total falls to from that day
     on; an instalment stays covered from the first day whose S reaches its threshold.
@@ -109,52 +133,67 @@ def _payment_days(repayments: DataFrame, as_of: dt.date) -> DataFrame:
     days = (
         repayments.where(F.col("value_date") <= F.lit(as_of))
         .groupBy("loan_id", "value_date")
-        .agg(F.sum("amount").alias("_day_amount"))
+        .agg(F.sum(cents(F.col("amount"))).alias("_day_c"))
     )
     forward = Window.partitionBy("loan_id").orderBy("value_date")
     backward = Window.partitionBy("loan_id").orderBy(F.col("value_date").desc())
     return days.withColumn(
-        "_paid_to_date", F.sum("_day_amount").over(forward.rowsBetween(Window.unboundedPreceding, 0))
-    ).withColumn("_paid_from_here_min", F.min("_paid_to_date").over(backward.rowsBetween(Window.unboundedPreceding, 0)))
+        "_paid_to_date_c", F.sum("_day_c").over(forward.rowsBetween(Window.unboundedPreceding, 0))
+    ).withColumn(
+        "_paid_from_here_min_c", F.min("_paid_to_date_c").over(backward.rowsBetween(Window.unboundedPreceding, 0))
+    )
 
 
-def _last_uncovered_day(instalments: DataFrame, days: DataFrame, as_of: dt.date) -> DataFrame:
-    """For each instalment due before the date: the last day on or before it that it was uncovered.
+def _by_instalment(instalments: DataFrame, days: DataFrame, as_of: dt.date) -> DataFrame:
+    """Every instalment with what the loan paid by the date and the last day it was uncovered.
 
     Thresholds and payment days are merged in one order by amount; for a threshold, the nearest
     payment day after it in that order is the first day from which it stayed covered. The window
     runs backwards so that the frame grows (linear), rather than an unbounded-following frame.
+    The same window also gives the loan's total paid by the date (the running total on its last
+    payment day), so the instalments and the payment days are each read once.
     """
-    thresholds = instalments.where(F.col("due_date") < F.lit(as_of)).select(
+    rows = instalments.select(
         "loan_id",
-        "installment_no",
-        F.col("_threshold").cast("decimal(28,2)").alias("_value"),
+        F.col("_threshold_c").alias("_value"),
         F.lit(0).alias("_kind"),
         F.lit(None).cast("date").alias("_day"),
+        F.lit(None).cast("long").alias("_paid_to_date_c"),
+        "due_date",
+        "_is_first",
+        "_principal_c",
+        "_interest_c",
+        "_due_c",
+        "_cum_due_c",
+        "_prev_cum_due_c",
+        "_tolerance_c",
     )
     events = days.select(
         "loan_id",
-        F.lit(None).cast("int").alias("installment_no"),
-        F.col("_paid_from_here_min").cast("decimal(28,2)").alias("_value"),
+        F.col("_paid_from_here_min_c").alias("_value"),
         F.lit(1).alias("_kind"),
         F.col("value_date").alias("_day"),
+        "_paid_to_date_c",
     )
-    merged = thresholds.unionByName(events)
+    merged = rows.unionByName(events, allowMissingColumns=True)
     reverse = Window.partitionBy("loan_id").orderBy(
         F.col("_value").desc(), F.col("_kind").desc(), F.col("_day").desc_nulls_first()
     )
     covered_from = F.last("_day", ignorenulls=True).over(reverse.rowsBetween(Window.unboundedPreceding, 0))
+    paid = F.max_by("_paid_to_date_c", "_day").over(
+        reverse.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    )
+    past_due = F.col("due_date") < F.lit(as_of)
     return (
         merged.withColumn("_covered_from", covered_from)
+        .withColumn("_paid_c", paid)
         .where(F.col("_kind") == 0)
-        .select(
-            "loan_id",
-            "installment_no",
+        .withColumn(
+            "_last_uncovered",
             # A threshold at or below zero (tolerance covers the whole instalment) is never unpaid.
-            F.when(F.col("_value") <= 0, F.lit(None).cast("date"))
-            .otherwise(F.coalesce(F.date_sub("_covered_from", 1), F.lit(as_of)))
-            .alias("_last_uncovered"),
+            F.when(past_due & (F.col("_value") > 0), F.coalesce(F.date_sub("_covered_from", 1), F.lit(as_of))),
         )
+        .drop("_value", "_kind", "_day", "_paid_to_date_c", "_covered_from")
     )
 
 
@@ -177,51 +216,40 @@ def with_delinquency(
 
     def transform(loans: DataFrame) -> DataFrame:
         keyed = loans.withColumn("_tolerance", param("delinquency", "tolerance_amount").cast(MONEY))
-        instalments = _instalments(schedule, keyed)
-        days = _payment_days(repayments.join(keyed.select("loan_id"), "loan_id", "left_semi"), as_of)
-        paid = days.groupBy("loan_id").agg(F.sum("_day_amount").alias("_paid"))
+        tolerance = keyed.select("loan_id", cents(F.col("_tolerance")).alias("_tolerance_c"))
+        instalments = _instalments(schedule, tolerance)
+        days = _payment_days(repayments.join(tolerance.select("loan_id"), "loan_id", "left_semi"), as_of)
 
         # Apply what was paid by the date to each instalment, oldest first, interest first.
-        applied_total = F.greatest(F.lit(0), F.coalesce(F.col("_paid"), F.lit(0)))
-        applied = F.least(F.greatest(applied_total - F.col("_prev_cum_due"), F.lit(0)), F.col("_due"))
-        interest_paid = F.least(applied, F.col("interest_due"))
-        overdue = (F.col("due_date") < day) & (F.col("_cum_due") - applied_total > F.col("_tolerance"))
-        per_instalment = (
-            instalments.join(paid, "loan_id", "left")
-            .withColumn("_principal_paid", applied - interest_paid)
-            .withColumn("_overdue", overdue)
-            .withColumn("_overdue_interest", F.when(overdue, F.col("interest_due") - interest_paid).otherwise(0))
-            .withColumn(
-                "_overdue_principal",
-                F.when(overdue, F.col("principal_due") - (applied - interest_paid)).otherwise(0),
-            )
-        )
-        history = _last_uncovered_day(instalments, days, as_of).join(
-            instalments.select("loan_id", "installment_no", "due_date"), ["loan_id", "installment_no"]
-        )
-        first_no = instalments.groupBy("loan_id").agg(F.min("installment_no").alias("_first_no"))
+        applied_total = F.greatest(F.lit(0), F.coalesce(F.col("_paid_c"), F.lit(0)))
+        applied = F.least(F.greatest(applied_total - F.col("_prev_cum_due_c"), F.lit(0)), F.col("_due_c"))
+        interest_paid = F.least(applied, F.col("_interest_c"))
+        principal_paid = applied - interest_paid
+        overdue = (F.col("due_date") < day) & (F.col("_cum_due_c") - applied_total > F.col("_tolerance_c"))
         days_late = F.datediff("_last_uncovered", "due_date")
-        history_by_loan = (
-            history.join(first_no, "loan_id")
+        by_loan = (
+            _by_instalment(instalments, days, as_of)
+            .withColumn("_overdue", overdue)
             .groupBy("loan_id")
             .agg(
+                from_cents(F.sum(principal_paid)).alias("_principal_repaid"),
+                from_cents(F.sum(F.when(F.col("_overdue"), F.col("_principal_c") - principal_paid).otherwise(0))).alias(
+                    "_overdue_principal"
+                ),
+                from_cents(F.sum(F.when(F.col("_overdue"), F.col("_interest_c") - interest_paid).otherwise(0))).alias(
+                    "_overdue_interest"
+                ),
+                F.sum(F.col("_overdue").cast("int")).alias("_overdue_installments"),
+                F.min(F.when(F.col("_overdue"), F.col("due_date"))).alias("_oldest_overdue_due"),
                 F.max(F.greatest(days_late, F.lit(0))).alias("_max_dpd"),
                 F.max(F.when(days_late > 0, F.col("_last_uncovered"))).alias("last_overdue_date"),
-                F.max(F.when(F.col("installment_no") == F.col("_first_no"), days_late)).alias("_first_late"),
+                F.max(F.when(F.col("_is_first"), days_late)).alias("_first_late"),
             )
-        )
-        by_loan = per_instalment.groupBy("loan_id").agg(
-            F.sum("_principal_paid").alias("_principal_repaid"),
-            F.sum("_overdue_principal").alias("_overdue_principal"),
-            F.sum("_overdue_interest").alias("_overdue_interest"),
-            F.sum(F.col("_overdue").cast("int")).alias("_overdue_installments"),
-            F.min(F.when(F.col("_overdue"), F.col("due_date"))).alias("_oldest_overdue_due"),
         )
         dpd = F.coalesce(F.datediff(day, "_oldest_overdue_due"), F.lit(0))
         zero = F.lit(0).cast(MONEY)
         return (
             keyed.join(by_loan, "loan_id", "left")
-            .join(history_by_loan, "loan_id", "left")
             .withColumn(
                 "outstanding_principal",
                 F.greatest(F.col("principal") - F.coalesce("_principal_repaid", zero), zero).cast(MONEY),

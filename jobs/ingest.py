@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import reduce
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.masking import mask_column
-from schemas.base import Table
+from schemas.base import MONEY, Table
 from schemas.landing import (
     BORROWERS,
     BRANCH_LEVELS,
@@ -26,6 +27,7 @@ from schemas.landing import (
     LANDING_TABLES,
     LOAN_CHILDREN,
     LOANS,
+    MAX_AMOUNT,
     NOT_UTF8,
     PRODUCTS,
     SCHEDULE,
@@ -67,9 +69,12 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
 
     def transform(raw: DataFrame) -> DataFrame:
         delivered = {f.name: f.dataType for f in raw.schema.fields}
-        # The raw values ride along, as delivered, for quarantine records (cast to text only for
-        # refused rows); `ingest` drops them from accepted rows before caching.
+        # Quarantine records show the row as delivered. A row that parsed cleanly and whose every
+        # value reads back as its delivered text (a typed Parquet column always does) is rebuilt
+        # from the parsed values (`_rejected`); only the others carry their raw values, so the
+        # sorts and joins of the checks do not move every row twice over.
         sources = F.struct(*[F.col(c) for c in table.names])
+        lossy: list[Column] = []
         # Bytes that are not UTF-8 (CSV, io.decode_utf8) come first: the value is unknown, so no
         # other check of that column means anything (and the column parses as null).
         encoding: list[Column] = []
@@ -109,6 +114,7 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
                     )
                 blank = source.isNull() | (text == "")
                 unparsable = ~blank & value.isNull()
+                lossy.append(~source.cast("string").eqNullSafe(value.cast("string")))
             if NOT_UTF8 in delivered:
                 value, blank, unparsable = F.when(readable, value), readable & blank, readable & unparsable
             parsed.append(value.alias(c.name))
@@ -120,11 +126,15 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
                 reasons.append(_reason(value.isNotNull() & ~value.isin(*c.allowed), "INVALID_VALUE", c.name))
             if c.non_negative:
                 reasons.append(_reason(value < 0, "NEGATIVE_AMOUNT", c.name))
+            if c.dtype == MONEY:
+                reasons.append(_reason(F.abs(value) >= F.lit(MAX_AMOUNT), "AMOUNT_OUT_OF_RANGE", c.name))
+        verdict = F.concat_ws(SEPARATOR, *encoding, *reasons)
+        keep_raw = reduce(lambda a, b: a | b, lossy, verdict != "")
         return raw.select(
             *parsed,
-            sources.alias("_src"),
+            F.when(keep_raw, sources).alias("_src"),
             _row_digest(table.names).alias("_row_hash"),
-            F.concat_ws(SEPARATOR, *encoding, *reasons).alias(ACCEPTED),
+            verdict.alias(ACCEPTED),
         )
 
     return transform
@@ -185,6 +195,16 @@ def require_reference(column: str, valid: DataFrame, valid_column: str, code: st
     return transform
 
 
+def by_loan(frame: DataFrame) -> DataFrame:
+    """Hash-partition rows by loan_id into the session's shuffle partitions.
+
+    A fixed count, which adaptive execution does not coalesce, so that the loan status the child
+    rows are joined to is shuffled to match them rather than the other way round.
+    """
+    partitions = int(frame.sparkSession.conf.get("spark.sql.shuffle.partitions") or 200)
+    return frame.repartition(partitions, "loan_id")
+
+
 @dataclass(frozen=True)
 class Ingested:
     """Every landing row, parsed and checked; accepted rows have no reasons."""
@@ -192,6 +212,9 @@ class Ingested:
     checked: dict[str, DataFrame]
     run_id: str
     as_of: dt.date
+    # Rows and accepted rows of each table, counted while it was settled (only when `ingest` was
+    # given `keep`); `checked_counts` counts the checked rows otherwise.
+    observed: dict[str, Observation] = field(default_factory=dict)
 
     def accepted(self, name: str) -> DataFrame:
         """Accepted rows of a landing table: the contract's columns and types."""
@@ -203,7 +226,9 @@ class Ingested:
 
     def quarantine(self) -> DataFrame:
         """Refused rows of every table, as rows of the quarantine table."""
-        frames = [_rejected(self.checked[t.name], t, self.run_id, self.as_of) for t in LANDING_TABLES]
+        # A table counted with no refused rows (most of them, most nights) is not read again.
+        refusing = [t for t in LANDING_TABLES if t.name not in self.observed or checked_counts(self, t.name)[1]]
+        frames = [_rejected(self.checked[t.name], t, self.run_id, self.as_of) for t in refusing or [BRANCHES]]
         result = frames[0]
         for frame in frames[1:]:
             result = result.unionByName(frame)
@@ -216,7 +241,10 @@ def _accepted(frame: DataFrame, table: Table) -> DataFrame:
 
 def _rejected(frame: DataFrame, table: Table, run_id: str, as_of: dt.date) -> DataFrame:
     def src(name: str) -> Column:
-        return F.col("_src").getField(name).cast("string")
+        # No raw values kept: the row parsed cleanly and its values read back as delivered.
+        return F.when(F.col("_src").isNull(), F.col(name).cast("string")).otherwise(
+            F.col("_src").getField(name).cast("string")
+        )
 
     key = F.concat_ws("|", *[src(k) for k in table.key]) if table.key else F.lit(None)
     masked = F.to_json(
@@ -250,13 +278,31 @@ def ingest(
     the checks of later tables reuse the earlier tables' results instead of recomputing them.
     """
     hold = keep or (lambda frame: frame)
-    checked: dict[str, DataFrame] = {
-        t.name: raw[t.name].transform(parse(t)).transform(flag_duplicates(t)) for t in LANDING_TABLES
-    }
+    children = {c.name for c in LOAN_CHILDREN}
+
+    def checks(table: Table) -> DataFrame:
+        frame = raw[table.name].transform(parse(table))
+        if table.name not in children:
+            return frame.transform(flag_duplicates(table))
+        # A loan's child rows are checked against their loan: moved once, by loan_id, the duplicate
+        # check of a key under the loan (the schedule's loan_id, installment_no) and the join to the
+        # loans share that one shuffle, where the 28M instalments of a 1M-loan book were shuffled
+        # twice (by the key, then by loan).
+        if table.key[:1] == ("loan_id",):
+            return frame.transform(by_loan).transform(flag_duplicates(table))
+        return frame.transform(flag_duplicates(table)).transform(by_loan)
+
+    checked: dict[str, DataFrame] = {t.name: checks(t) for t in LANDING_TABLES}
+
+    observed: dict[str, Observation] = {}
 
     def finish(table: Table) -> DataFrame:
         # Accepted rows drop their raw text before caching; refused rows keep it for quarantine.
         frame = checked[table.name].withColumn("_src", F.when(~is_accepted(), F.col("_src")))
+        if keep is not None:
+            # Counted as the rows are settled, instead of reading a 28M-row table back to count it.
+            observed[table.name] = Observation(f"ingest_{table.name}")
+            frame = frame.observe(observed[table.name], *_counts())
         checked[table.name] = hold(frame)
         return checked[table.name]
 
@@ -321,17 +367,21 @@ def ingest(
             )
         checked[child.name] = frame.drop("_good", "_seen", "disbursement_date")
         finish(child)
-    return Ingested(checked=checked, run_id=run_id, as_of=as_of)
+    return Ingested(checked=checked, run_id=run_id, as_of=as_of, observed=observed)
+
+
+def _counts() -> tuple[Column, Column]:
+    return F.count(F.lit(1)).alias("rows"), F.sum(is_accepted().cast("long")).alias("accepted")
 
 
 def checked_counts(ingested: Ingested, name: str) -> tuple[int, int]:
-    """(accepted, quarantined) rows of one table, in one pass over its checked rows."""
-    row = (
-        ingested.checked[name]
-        .agg(F.count(F.lit(1)).alias("rows"), F.sum(is_accepted().cast("long")).alias("accepted"))
-        .first()
-    )
-    rows, accepted = (int(row["rows"]), int(row["accepted"] or 0)) if row else (0, 0)
+    """(accepted, quarantined) rows of one table: as counted when it was settled, or in one pass."""
+    if name in ingested.observed:
+        counted = ingested.observed[name].get
+        rows, accepted = int(counted["rows"]), int(counted["accepted"] or 0)
+    else:
+        row = ingested.checked[name].agg(*_counts()).first()
+        rows, accepted = (int(row["rows"]), int(row["accepted"] or 0)) if row else (0, 0)
     return accepted, rows - accepted
 
 

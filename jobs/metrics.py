@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.config import AppConfig, ConfigError
-from jobs.delinquency import with_branch_hierarchy
+from jobs.delinquency import cents, with_branch_hierarchy
 from jobs.params import param, with_params
 from jobs.sections.metrics import MetricsConfig
 from jobs.stages import StageContext, materialize
@@ -545,10 +545,11 @@ def delinquency_milestones(
         keyed = candidates.select(
             "loan_id",
             F.col("closed_date").alias("_closed"),
-            param("delinquency", "tolerance_amount").cast(MONEY).alias("_tol"),
+            cents(param("delinquency", "tolerance_amount").cast(MONEY)).alias("_tol"),
         )
+        # In whole cents, as jobs.delinquency: long sums and sorts, not decimal(28,2) ones.
         by_no = Window.partitionBy("loan_id").orderBy("installment_no")
-        cum_due = F.sum(F.col("principal_due") + F.col("interest_due")).over(
+        cum_due = F.sum(cents(F.col("principal_due")) + cents(F.col("interest_due"))).over(
             by_no.rowsBetween(Window.unboundedPreceding, 0)
         )
         instalments = schedule.join(keyed, "loan_id").select(
@@ -556,10 +557,10 @@ def delinquency_milestones(
             "installment_no",
             "due_date",
             "_closed",
-            (cum_due - F.col("_tol")).cast("decimal(28,2)").alias("_theta"),
+            (cum_due - F.col("_tol")).alias("_theta"),
             F.min("installment_no").over(Window.partitionBy("loan_id")).alias("_first_no"),
         )
-        null_amount = F.lit(None).cast("decimal(28,2)")
+        null_amount = F.lit(None).cast("long")
 
         def threshold_events(kind: str, days: int, frame: DataFrame) -> DataFrame:
             return frame.select(
@@ -581,14 +582,14 @@ def delinquency_milestones(
             repayments.join(keyed.select("loan_id", "_closed"), "loan_id")
             .where(F.col("value_date") <= day)
             .groupBy("loan_id", "_closed", "value_date")
-            .agg(F.sum("amount").alias("_amount"))
+            .agg(F.sum(cents(F.col("amount"))).alias("_amount"))
             .select(
                 "loan_id",
                 "_closed",
                 F.col("value_date").alias("_day"),
                 F.lit("_pay").alias("_kind"),
                 null_amount.alias("_theta"),
-                running_paid.cast("decimal(28,2)").alias("_paid"),
+                running_paid.alias("_paid"),
             )
         )
         events.append(paid_days)

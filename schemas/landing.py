@@ -8,11 +8,18 @@ UTF-8 send the row to quarantine.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from schemas.base import BOOL, DATE, INT, MONEY, RATE, STRING, TIMESTAMP, Column, Table
 
 # Not a delivered column: the CSV reader adds it to the rows of a file that is not UTF-8
 # throughout, naming the columns whose bytes are not UTF-8 (ingest refuses those rows).
 NOT_UTF8 = "_not_utf8"
+
+# No retail amount comes near a trillion yuan (一萬億); a larger one is a broken extract (a unit or
+# a scale slipped), refused as AMOUNT_OUT_OF_RANGE. The bound is also what lets the night sum a
+# loan's amounts as whole cents in a long (jobs/delinquency.py, `cents`).
+MAX_AMOUNT = Decimal("1000000000000.00")
 
 REPAYMENT_METHODS = ("EQUAL_INSTALLMENT", "EQUAL_PRINCIPAL", "BULLET", "INTEREST_ONLY")
 PAYMENT_MODES = ("ENTRUSTED", "AUTONOMOUS")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -162,6 +164,77 @@ def test_quarantined_personal_data_is_masked(spark: SparkSession) -> None:
         "region_code": None,
     }
     assert "13900139000" not in rows[0]["raw_record"]
+
+
+def test_amounts_of_a_trillion_yuan_or_more_are_refused_in_either_sign(spark: SparkSession) -> None:
+    # The bound is 1,000,000,000,000.00 yuan: one cent below it is accepted, the bound itself not;
+    # a reversal (negative repayment) is bounded by its size.
+    loans = [
+        {**LOAN, "loan_id": "L1", "principal": "999999999999.99"},
+        {**LOAN, "loan_id": "L2", "principal": "1000000000000.00"},
+    ]
+    repayments = [
+        {"txn_id": "T1", "loan_id": "L1", "value_date": "2026-02-10", "amount": "-999999999999.99"},
+        {"txn_id": "T2", "loan_id": "L1", "value_date": "2026-02-10", "amount": "-1000000000000.00"},
+        {"txn_id": "T3", "loan_id": "L1", "value_date": "2026-02-10", "amount": "1000000000000.01"},
+    ]
+    result = ingest(raw_book(spark, loans=loans, repayments=repayments), "run-1", AS_OF)
+    assert quarantined(result.quarantine()) == [
+        ("loans", "L2", "AMOUNT_OUT_OF_RANGE", "AMOUNT_OUT_OF_RANGE:principal"),
+        ("repayments", "T2", "AMOUNT_OUT_OF_RANGE", "AMOUNT_OUT_OF_RANGE:amount"),
+        ("repayments", "T3", "AMOUNT_OUT_OF_RANGE", "AMOUNT_OUT_OF_RANGE:amount"),
+    ]
+    assert [r["txn_id"] for r in result.tables["repayments"].collect()] == ["T1"]
+
+
+def test_a_row_refused_after_parsing_is_recorded_as_delivered(spark: SparkSession, tmp_path: Path) -> None:
+    # Rows that parse cleanly travel without their raw values and are rebuilt for the record: a
+    # typed Parquet value reads back as delivered; a text "500" does not ("500.00"), so it is kept.
+    folder = tmp_path / "schedule"
+    folder.mkdir()
+    money = pa.decimal128(18, 2)
+    typed = pa.table(
+        {
+            "loan_id": pa.array(["ZZ"]),
+            "installment_no": pa.array([3], pa.int32()),
+            "due_date": pa.array([dt.date(2026, 2, 10)]),
+            "principal_due": pa.array([Decimal("500.00")], money),
+            "interest_due": pa.array([Decimal("5.10")], money),
+        }
+    )
+    pq.write_table(typed, folder / "part-0.parquet")
+    text = [
+        {"loan_id": "YY", "installment_no": "1", "due_date": "2026-02-10", "principal_due": "500", "interest_due": "5"}
+    ]
+    typed_book = {**raw_book(spark), "schedule": read_landing(spark, tmp_path, SCHEDULE)}
+    text_book = raw_book(spark, schedule=text)
+    records = {
+        r["record_key"]: (r["reason_code"], json.loads(r["raw_record"]))
+        for book in (typed_book, text_book)
+        for r in ingest(book, "run-1", AS_OF).quarantine().where("source_table = 'schedule'").collect()
+    }
+    assert records == {
+        "ZZ|3": (
+            "UNKNOWN_LOAN",
+            {
+                "loan_id": "ZZ",
+                "installment_no": "3",
+                "due_date": "2026-02-10",
+                "principal_due": "500.00",
+                "interest_due": "5.10",
+            },
+        ),
+        "YY|1": (
+            "UNKNOWN_LOAN",
+            {
+                "loan_id": "YY",
+                "installment_no": "1",
+                "due_date": "2026-02-10",
+                "principal_due": "500",
+                "interest_due": "5",
+            },
+        ),
+    }
 
 
 def test_missing_required_table_names_the_folder(spark: SparkSession, tmp_path: Path) -> None:

@@ -117,6 +117,7 @@ HUGE = {
     "decimal(9,6)": ["1e10", "1000.0"],
     "int": ["99999999999", "-99999999999"],
 }
+TOO_LARGE = ["1000000000000.00", "1000000000000", "9999999999999999.99"]
 FAR_DATES = ["0001-01-01", "9999-12-31", "1900-01-01", "2999-12-31"]
 # A day inside the range either side, so that Python (which reads timestamps in local time) holds them.
 FAR_TIMES = ["0001-01-02 00:00:00", "9999-12-30 23:59:59", "1900-01-01T00:00", "2026-05-10 09:30:00.123456"]
@@ -177,7 +178,19 @@ SPECS = {
         COLLECTION_ACTIONS, {"loan_id": "UNKNOWN_LOAN"}, ("action_type", "outcome", "agency_id"), "outcome", ACCEPT
     ),
 }
-KINDS = ("blank", "unparsable", "huge", "invalid", "negative", "unknown_ref", "text", "far_date", "dup_row", "dup_key")
+KINDS = (
+    "blank",
+    "unparsable",
+    "huge",
+    "too_large",
+    "invalid",
+    "negative",
+    "unknown_ref",
+    "text",
+    "far_date",
+    "dup_row",
+    "dup_key",
+)
 KINDS_REPAYMENTS = (*KINDS, "reversal")
 
 
@@ -227,6 +240,14 @@ def _corrupt_row(draw: Any, spec: Spec, row: Row, kinds: list[str], serial: str)
             name = draw(st.sampled_from(typed))
             row[name] = draw(st.sampled_from(pool[_dtype(table, name)]))
             state[name] = (REFUSE, f"UNPARSABLE_VALUE:{name}")
+        elif kind == "too_large":
+            # Parses as decimal(18,2), but no retail amount comes near it (schemas.landing.MAX_AMOUNT).
+            amounts = [c.name for c in table.columns if _dtype(table, c.name) == "decimal(18,2)"]
+            if not amounts:
+                continue
+            name = draw(st.sampled_from(amounts))
+            row[name] = draw(st.sampled_from(TOO_LARGE))
+            state[name] = (REFUSE, f"AMOUNT_OUT_OF_RANGE:{name}")
         elif kind == "invalid":
             enums = [c.name for c in table.columns if c.allowed]
             if not enums:
