@@ -32,6 +32,9 @@ def spark() -> Iterator[SparkSession]:
             # room for all of them a second night in the session used a fifth less CPU.
             "spark.sql.codegen.cache.maxEntries": "2000",
             "spark.sql.adaptive.enabled": "false",
+            # As conf/spark/local.yaml: settled frames are kept serialized by Kryo, compressed.
+            "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+            "spark.rdd.compress": "true",
             "spark.databricks.delta.snapshotPartitions": "2",
             "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
             "spark.sql.sources.partitionOverwriteMode": "static",
