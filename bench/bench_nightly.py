@@ -13,6 +13,9 @@ A long history can be seeded on a busy machine and the measured date run later o
 
 `--history-only` keeps the book and lake and stops before --as-of; `--resume` reuses them (no
 generation) and skips the dates the ledger already shows SUCCEEDED, except --as-of itself.
+`--core-only` runs --as-of with the core stages too (issue 2's target: ingest, delinquency and
+classification, write). `stored_mb_as_step_began` is what the settled frames held in executor
+storage, in memory and spilled to disk, as each step of --as-of began.
 `--event-log DIR` turns on Spark's event log and prints, per step of the --as-of run, the bytes
 read, shuffled and spilled and the largest task's execution memory (what docs/cluster.md sizes
 executors from).
@@ -35,6 +38,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import psutil
+from pyspark.sql import SparkSession
 
 from jobs import io
 from jobs.config import load_config
@@ -77,13 +81,23 @@ def lake_size(path: Path) -> int:
 
 
 class StepMarks:
-    """When each step of a run began (its progress lines), to attribute Spark stages to steps."""
+    """When each step of a run began (its progress lines), to attribute Spark stages to steps;
+    and what the settled frames held in executor storage (memory, disk) as each step began."""
 
-    def __init__(self) -> None:
+    def __init__(self, spark: SparkSession | None = None) -> None:
         self.marks: list[tuple[float, str]] = [(time.time() * 1000, "setup")]
+        self.spark = spark
+        self.stored_mb: dict[str, dict[str, float]] = {}
 
     def __call__(self, message: str) -> None:
-        self.marks.append((time.time() * 1000, message.split(":")[0]))
+        step = message.split(":")[0]
+        self.marks.append((time.time() * 1000, step))
+        if self.spark is not None:
+            infos = list(self.spark.sparkContext._jsc.sc().getRDDStorageInfo())  # type: ignore[union-attr]
+            self.stored_mb[step] = {
+                "memory": round(sum(i.memSize() for i in infos) / 2**20, 1),
+                "disk": round(sum(i.diskSize() for i in infos) / 2**20, 1),
+            }
 
     def step_at(self, millis: float) -> str | None:
         if millis < self.marks[0][0]:
@@ -124,6 +138,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated book and lake")
     parser.add_argument("--month-ends", type=int, default=2, help="month-ends to run, ending with --as-of")
     parser.add_argument("--core-history", action="store_true", help="earlier dates: core stages only")
+    parser.add_argument("--core-only", action="store_true", help="every date, --as-of too: core stages only")
     parser.add_argument("--history-only", action="store_true", help="stop before --as-of; keep book and lake")
     parser.add_argument("--resume", action="store_true", help="reuse the kept book and lake; skip dates done")
     parser.add_argument("--event-log", type=Path, default=None, help="Spark event log folder: print bytes per step")
@@ -164,9 +179,9 @@ def main() -> None:
             dates = [day for day in dates if day == args.as_of or day not in done]
         for day in dates:
             start = time.perf_counter()
-            core_only = args.core_history and day != args.as_of
+            core_only = args.core_only or (args.core_history and day != args.as_of)
             if day == args.as_of:
-                marks = StepMarks()
+                marks = StepMarks(spark)
             stages = () if core_only else STAGES
             report = run_nightly(spark, config, day, landing, lake, progress=marks, stages=stages)
             seconds = time.perf_counter() - start
@@ -181,6 +196,7 @@ def main() -> None:
         spark.stop()
     if args.event_log is not None:
         results["per_step"] = shuffle_profile(args.event_log, marks)
+    results["stored_mb_as_step_began"] = marks.stored_mb
     results["peak_rss_gb"] = round(memory.peak / 2**30, 2)
     results["lake_mb"] = round(lake_size(lake) / 2**20, 1)
     print(json.dumps(results, indent=2, default=str))
