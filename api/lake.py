@@ -291,6 +291,10 @@ class DateData:
 SCAN_SLOTS = 2
 
 
+def _failed(future: concurrent.futures.Future[Any]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
+
+
 class LakeReader:
     """Serves the lake's SUCCEEDED runs; see the module docstring for pinning and swapping."""
 
@@ -300,10 +304,13 @@ class LakeReader:
         self._catalog = Catalog(ledger_version=-1)
         self._resident: OrderedDict[tuple[str, str], concurrent.futures.Future[DateData]] = OrderedDict()
         self._details: dict[tuple[str, str], concurrent.futures.Future[LoanDetails]] = {}
+        # When a load of a run's date data or loan details last failed (monotonic seconds).
+        self._failed_at: dict[tuple[str, tuple[str, str]], float] = {}
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lake-load")
         self.loads = 0  # dates loaded so far (observability and tests)
+        self.detail_loads = 0  # LoanDetails loads started (observability and tests)
         # The newest date while it loads for the next catalog: the LRU must not pick it as the
         # victim because the current catalog's latest is still the older one (with
         # resident_dates 1 it did, and two dates stayed in memory after every other swap).
@@ -333,7 +340,8 @@ class LakeReader:
                 newest = catalog.served[catalog.latest_date]
                 self._publishing = newest.key
                 try:
-                    future = self.date_data(newest)
+                    # One load per poll: the poller tries a failed newest date again each time.
+                    future = self.date_data(newest, retry=True)
                     future.result()  # load before publishing; a failure keeps the previous catalog
                     # and what loan details read of it, so that they cost no scan after the swap
                     # (this failing only means scans)
@@ -361,14 +369,15 @@ class LakeReader:
         return self._pool.submit(fn, *args)
 
     # ------------------------------------------------------------------------------------------
-    def date_data(self, run: Run) -> concurrent.futures.Future[DateData]:
-        """The run's date data, loading it once (concurrent callers share the load)."""
+    def date_data(self, run: Run, retry: bool = False) -> concurrent.futures.Future[DateData]:
+        """The run's date data, loading it once (concurrent callers share the load); `retry`
+        loads again after a failure without waiting out `lake.load_retry_seconds`."""
         with self._lock:
             future = self._resident.get(run.key)
-            if future is not None and not (future.done() and future.exception() is not None):
+            if future is not None and not (self._may_retry("date", run, future) or (retry and _failed(future))):
                 self._resident.move_to_end(run.key)
                 return future
-            future = self._pool.submit(self._load, run)
+            future = self._submit_load("date", self._load, run)
             self._resident[run.key] = future
         return future
 
@@ -381,10 +390,30 @@ class LakeReader:
         """The run's LoanDetails, loading them once in the background (kept while it is served)."""
         with self._lock:
             future = self._details.get(run.key)
-            if future is None or (future.done() and future.exception() is not None):
-                future = self._pool.submit(self._load_details, run)
+            if future is None or self._may_retry("details", run, future):
+                self.detail_loads += 1
+                future = self._submit_load("details", self._load_details, run)
                 self._details[run.key] = future
         return future
+
+    def _submit_load(self, kind: str, load: Any, run: Run) -> concurrent.futures.Future[Any]:
+        future = self._pool.submit(load, run)
+
+        def note_failure(done: concurrent.futures.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                self._failed_at[(kind, run.key)] = time.monotonic()
+
+        future.add_done_callback(note_failure)
+        return future
+
+    def _may_retry(self, kind: str, run: Run, future: concurrent.futures.Future[Any]) -> bool:
+        """A failed load is tried again only after `lake.load_retry_seconds`: every request that
+        needs the date would otherwise read the whole of it again while the cause persists (a
+        file being replaced, memory), and those requests are answered by scans or refused anyway."""
+        if not _failed(future) or future.cancelled():
+            return future.cancelled()
+        failed_at = self._failed_at.get((kind, run.key), 0.0)
+        return time.monotonic() - failed_at >= self.settings.load_retry_seconds
 
     def _load_details(self, run: Run) -> LoanDetails:
         snapshot = self.read(LOAN_SNAPSHOT, run, columns=[*HISTORY_COLUMNS, "branch_path"])

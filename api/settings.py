@@ -21,6 +21,7 @@ API_FILE = "api.yaml"
 class LakeSettings:
     poll_seconds: float = 5.0
     resident_dates: int = 3
+    load_retry_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def _check(settings: ApiSettings, file: Path) -> None:
         refuse("workers", f"must be 1..64, got {settings.workers}")
     if settings.lake.poll_seconds < 0.05:
         refuse("lake.poll_seconds", f"must be at least 0.05, got {settings.lake.poll_seconds}")
+    if settings.lake.load_retry_seconds < 0:
+        refuse("lake.load_retry_seconds", f"must not be negative, got {settings.lake.load_retry_seconds}")
     if settings.lake.resident_dates < 1:
         refuse("lake.resident_dates", "must be at least 1 (the latest business date is always resident)")
     limits = settings.limits

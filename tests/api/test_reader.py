@@ -280,3 +280,34 @@ def test_the_server_picks_up_a_new_run_without_restart_or_failed_requests(lake: 
 def test_the_api_never_starts_spark() -> None:
     source = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "api").glob("*.py"))
     assert "SparkSession" not in source and "pyspark.sql.functions" not in source
+
+
+def test_a_failed_load_is_tried_again_only_after_the_retry_interval(lake: Path) -> None:
+    # The older date's snapshot files go missing (a real unreadable date, read by delta-rs).
+    client = InProcess(lake, ApiSettings(lake=LakeSettings(load_retry_seconds=1.5)))
+    reader = client.state.reader
+    run = reader.catalog().served[DATES[0]]
+    for data_file in (lake / "loan_snapshot" / f"as_of_date={DATES[0]}").glob("*.parquet"):
+        data_file.unlink()
+    dates, details = reader.loads, reader.detail_loads
+
+    failed_date, failed_details = reader.date_data(run), reader.loan_details(run)
+    for future in (failed_date, failed_details):
+        with pytest.raises(FileNotFoundError):
+            future.result(timeout=30)
+    # Within the interval every request gets the same failure: no new read of the date.
+    for _ in range(5):
+        assert reader.date_data(run) is failed_date
+        assert reader.loan_details(run) is failed_details
+    assert reader.detail_loads == details + 1
+    refused = client.run(f'{{ portfolio(groupBy: HQ, asOf: "{DATES[0]}") {{ loanCount }} }}')
+    assert refused.errors and refused.errors[0].extensions["code"] == "DATA_UNAVAILABLE"
+    assert reader.date_data(run) is failed_date
+    # The latest date is untouched and still answered from memory.
+    assert client.data(TOTAL)["portfolio"][0]["loanCount"] > 0
+
+    time.sleep(1.6)
+    assert reader.loan_details(run) is not failed_details
+    assert reader.detail_loads == details + 2
+    assert reader.date_data(run) is not failed_date
+    assert reader.loads == dates  # the failed loads never completed
