@@ -374,7 +374,7 @@ class LakeReader:
         loads again after a failure without waiting out `lake.load_retry_seconds`."""
         with self._lock:
             future = self._resident.get(run.key)
-            if future is not None and not (self._may_retry("date", run, future) or (retry and _failed(future))):
+            if future is not None and not self._may_retry("date", run, future, at_once=retry):
                 self._resident.move_to_end(run.key)
                 return future
             future = self._submit_load("date", self._load, run)
@@ -406,14 +406,17 @@ class LakeReader:
         future.add_done_callback(note_failure)
         return future
 
-    def _may_retry(self, kind: str, run: Run, future: concurrent.futures.Future[Any]) -> bool:
-        """A failed load is tried again only after `lake.load_retry_seconds`: every request that
-        needs the date would otherwise read the whole of it again while the cause persists (a
-        file being replaced, memory), and those requests are answered by scans or refused anyway."""
-        if not _failed(future) or future.cancelled():
-            return future.cancelled()
+    def _may_retry(self, kind: str, run: Run, future: concurrent.futures.Future[Any], at_once: bool = False) -> bool:
+        """A failed load is tried again only after `lake.load_retry_seconds` (or `at_once`): every
+        request that needs the date would otherwise read the whole of it again while the cause
+        persists (a file being replaced, memory), and those requests are answered by scans or
+        refused anyway. A cancelled load is always started again."""
+        if future.cancelled():
+            return True
+        if not _failed(future):
+            return False
         failed_at = self._failed_at.get((kind, run.key), 0.0)
-        return time.monotonic() - failed_at >= self.settings.load_retry_seconds
+        return at_once or time.monotonic() - failed_at >= self.settings.load_retry_seconds
 
     def _load_details(self, run: Run) -> LoanDetails:
         snapshot = self.read(LOAN_SNAPSHOT, run, columns=[*HISTORY_COLUMNS, "branch_path"])

@@ -283,9 +283,8 @@ def _with_schedule_facts(as_of: dt.date, schedule: DataFrame) -> Transform:
             # The n-th due date on or after normal_since is <= as_of iff at least n fall in between.
             F.count_distinct(F.when(due.between(F.col("_normal_since"), day), due)).alias(_NORMAL_PERIODS),
         )
-        # A loan that needs facts but has no schedule rows has none of its due dates in the period.
-        needed = needs.select("loan_id").join(facts, "loan_id", "left").fillna(0, subset=[_NORMAL_PERIODS])
-        return loans.join(needed, "loan_id", "left")
+        # A loan without schedule rows gets null facts (its normal periods count as 0 where used).
+        return loans.join(facts, "loan_id", "left")
 
     return transform
 
