@@ -271,13 +271,17 @@ def ingest(
     run_id: str,
     as_of: dt.date,
     keep: Callable[[DataFrame], DataFrame] | None = None,
+    keep_by_loan: Callable[[DataFrame], DataFrame] | None = None,
 ) -> Ingested:
     """Validate every landing table: dimensions first, then loans, then loan children.
 
     `keep` is applied to each table once its checks are complete (the pipeline caches there), so
     the checks of later tables reuse the earlier tables' results instead of recomputing them.
+    `keep_by_loan`, if given, is applied to the loan children instead: they leave ingest
+    hash-partitioned by loan_id, which the pipeline keeps for the delinquency's windows by loan.
     """
     hold = keep or (lambda frame: frame)
+    hold_by_loan = keep_by_loan or hold
     children = {c.name for c in LOAN_CHILDREN}
 
     def checks(table: Table) -> DataFrame:
@@ -303,7 +307,7 @@ def ingest(
             # Counted as the rows are settled, instead of reading a 28M-row table back to count it.
             observed[table.name] = Observation(f"ingest_{table.name}")
             frame = frame.observe(observed[table.name], *_counts())
-        checked[table.name] = hold(frame)
+        checked[table.name] = (hold_by_loan if table.name in children else hold)(frame)
         return checked[table.name]
 
     def accepted(table: Table) -> DataFrame:

@@ -34,7 +34,7 @@ from jobs.lock import lake_lock
 from jobs.metrics import build_metrics
 from jobs.params import params_frame, with_params
 from jobs.runlog import Observer, RunTracker, emit, event_log, new_run_id
-from jobs.stages import Stage, StageContext, settle
+from jobs.stages import Stage, StageContext, settle, settle_partitioned
 from schemas.base import Table
 from schemas.inspections import INSPECTION_TASKS, SETTLED_LOANS
 from schemas.lake import BUCKETS, CLASSIFICATION_HISTORY, LOAN_SNAPSHOT, QUARANTINE, RISK_CLASSES
@@ -263,7 +263,7 @@ def _run(
             with tracker.stage("ingest", "ingest: validating landing rows") as figures:
                 report.input_rows = {t.name: io.count_landing(spark, landing, t, raw[t.name]) for t in LANDING_TABLES}
 
-                ingested = ingest(raw, run_id, as_of, settle)
+                ingested = ingest(raw, run_id, as_of, settle, settle_partitioned)
                 for table in LANDING_TABLES:
                     accepted, refused = checked_counts(ingested, table.name)
                     report.accepted_rows[table.name] = accepted

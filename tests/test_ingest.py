@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs.ingest import checked_counts, ingest, unreconciled
 from jobs.io import LandingError, count_landing, read_landing
 from jobs.pipeline import settle
+from jobs.stages import settle_partitioned
 from schemas.landing import BORROWERS, BRANCHES, GUARANTORS, LANDING_TABLES, LOANS, SCHEDULE
 from tests.helpers import AS_OF, text_frame
 
@@ -133,6 +134,49 @@ def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(spark: Spark
     for source, *_ in got:
         by_source[source] = by_source.get(source, 0) + 1
     assert unreconciled(inputs, accepted, by_source) == []
+
+
+def _plans_a_shuffle(frame: DataFrame) -> bool:
+    return "Exchange" in frame._jdf.queryExecution().executedPlan().toString()
+
+
+def test_loan_children_kept_by_loan_are_grouped_by_loan_without_a_shuffle(spark: SparkSession) -> None:
+    """The pipeline settles the loan children keeping their loan_id partitioning: the
+    delinquency's windows and aggregates by loan then move none of their rows again."""
+    loans = [LOAN, {**LOAN, "loan_id": "L2"}]
+    schedule = [
+        {"loan_id": "L1", "installment_no": "1", "due_date": "2026-02-10", "principal_due": "500", "interest_due": "5"},
+        {"loan_id": "L1", "installment_no": "2", "due_date": "2026-03-10", "principal_due": "500", "interest_due": "5"},
+        {"loan_id": "L2", "installment_no": "1", "due_date": "2026-02-10", "principal_due": "900", "interest_due": "9"},
+        {"loan_id": "ZZ", "installment_no": "1", "due_date": "2026-02-10", "principal_due": "500", "interest_due": "5"},
+    ]
+    repayments = [
+        {"txn_id": "T1", "loan_id": "L1", "value_date": "2026-02-10", "amount": "505.00"},
+        {"txn_id": "T2", "loan_id": "L2", "value_date": "2026-02-11", "amount": "909.00"},
+    ]
+    raw = raw_book(spark, loans=loans, schedule=schedule, repayments=repayments)
+    # As the nightly runs (conf/spark): adaptive execution on; its coalescing off, so that these
+    # few rows are not packed into one partition, which any grouping accepts as it is.
+    session = {"spark.sql.adaptive.enabled": "true", "spark.sql.adaptive.coalescePartitions.enabled": "false"}
+    before = {key: spark.conf.get(key) for key in session}
+    try:
+        for key, value in session.items():
+            spark.conf.set(key, value)
+        kept = ingest(raw, "run-1", AS_OF, settle, settle_partitioned)
+        plain = ingest(raw, "run-1", AS_OF, settle)
+        assert spark.conf.get("spark.sql.adaptive.enabled") == "true"
+        for name in ("schedule", "repayments"):
+            assert not _plans_a_shuffle(kept.accepted(name).groupBy("loan_id").count()), name
+            # Settled from an adaptive plan, the same grouping shuffles the rows again.
+            assert _plans_a_shuffle(plain.accepted(name).groupBy("loan_id").count()), name
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
+    # Same rows either way; ZZ is an unknown loan.
+    per_loan = {r["loan_id"]: r["count"] for r in kept.accepted("schedule").groupBy("loan_id").count().collect()}
+    assert per_loan == {"L1": 2, "L2": 1}
+    assert sorted(r["txn_id"] for r in kept.accepted("repayments").collect()) == ["T1", "T2"]
+    assert checked_counts(kept, "schedule") == (3, 1) == checked_counts(plain, "schedule")
 
 
 def test_quarantined_personal_data_is_masked(spark: SparkSession) -> None:
