@@ -19,10 +19,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
 import os
+import queue
 import secrets
 import sys
 import time
@@ -30,8 +32,9 @@ import traceback
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable, Mapping
 from dataclasses import replace
+from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TextIO, cast
 
 import anyio
 import uvicorn
@@ -613,12 +616,47 @@ def serve_demo(lake: Path, conf: Path) -> int:
     return 0
 
 
+class ServerLogFormat(logging.Formatter):
+    """The server's lines: the audit log's JSON on their own (no prefix) for log shippers to
+    parse, every other record with its time, level and logger."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage() if record.name == AUDIT_LOGGER else super().format(record)
+
+
+def background_log(stream: TextIO) -> tuple[logging.Handler, QueueListener]:
+    """A handler that only queues records, and the started thread that writes them to `stream`.
+
+    The event loop writes an audit line per request: written in place, each waited on the stream,
+    and a log file on a disk busy with the batch's writes (the kernel holds back writers while
+    much is waiting to be flushed) held every request for over a second (docs/api.md, "Soak while
+    the batch writes at the lowest CPU priority"). Queued, only the writing thread waits.
+    """
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    lines = logging.StreamHandler(stream)
+    lines.setFormatter(ServerLogFormat())
+    listener = QueueListener(records, lines)
+    listener.start()
+    return QueueHandler(records), listener
+
+
+_log_writer: QueueListener | None = None
+
+
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The audit log is JSON lines on stderr, on their own (no prefix) for log shippers to parse.
+    global _log_writer
+    if _log_writer is not None:
+        return
+    handler, _log_writer = background_log(sys.stderr)
+    atexit.register(_log_writer.stop)  # writes what is still queued
+    root = logging.getLogger()
+    if not root.handlers:
+        root.setLevel(logging.INFO)
+        root.addHandler(handler)
     audit = logging.getLogger(AUDIT_LOGGER)
     if not audit.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
         audit.addHandler(handler)
         audit.propagate = False

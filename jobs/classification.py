@@ -277,14 +277,21 @@ def _with_schedule_facts(as_of: dt.date, schedule: DataFrame) -> Transform:
         rows = rows.withColumn("_period", F.dense_rank().over(by_loan.orderBy("due_date")))
         start_period = F.min(F.when(due > anchor_col, F.col("_period"))).over(by_loan)
         rows = rows.withColumn("_start_period", start_period)
+        period = F.col("_period")
+        # Periods are numbered without gaps, so the distinct due dates in [normal_since, as_of] are
+        # the last period due by as_of less the first on or after normal_since, plus one (none if
+        # either is missing or they cross): min and max instead of a distinct count, which Spark
+        # plans as two more aggregations.
+        last_due, first_normal = F.max(F.when(due <= day, period)), F.min(F.when(due >= F.col("_normal_since"), period))
         facts = rows.groupBy("loan_id").agg(
             F.min(F.when(due > anchor_col, due)).alias(_OBS_START),
-            F.max(F.when(F.col("_period") == F.col("_start_period") + F.col("_periods"), due)).alias(_OBS_END_PERIODS),
+            F.max(F.when(period == F.col("_start_period") + F.col("_periods"), due)).alias(_OBS_END_PERIODS),
             # The n-th due date on or after normal_since is <= as_of iff at least n fall in between.
-            F.count_distinct(F.when(due.between(F.col("_normal_since"), day), due)).alias(_NORMAL_PERIODS),
+            F.greatest(F.coalesce(last_due - first_normal + 1, F.lit(0)), F.lit(0)).alias(_NORMAL_PERIODS),
         )
         # A loan without schedule rows gets null facts (its normal periods count as 0 where used).
-        return loans.join(facts, "loan_id", "left")
+        # The facts are few (one row per loan that needs them): broadcast back to the loans.
+        return loans.join(F.broadcast(facts), "loan_id", "left")
 
     return transform
 

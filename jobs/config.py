@@ -173,10 +173,25 @@ class MaintenanceSettings:
 
 
 @dataclass(frozen=True)
+class ProcessSettings:
+    """How the batch's processes share the host with others (docs/operations.md)."""
+
+    # Unix niceness of `postloan nightly` / `backfill` and the Spark JVM and workers it starts:
+    # 19 yields the CPU to anything interactive on the host (the API) and costs nothing when the
+    # batch runs alone, since an idle CPU goes to whoever asks. 0 leaves the priority as started.
+    niceness: int = 19
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.niceness <= 19:
+            raise ValueError("niceness must be between 0 and 19")
+
+
+@dataclass(frozen=True)
 class OperationsConfig:
     """conf/operations.yaml: how the job runs, not what it computes (not part of config_hash)."""
 
     log: LogSettings = field(default_factory=LogSettings)
+    process: ProcessSettings = field(default_factory=ProcessSettings)
     layout: LayoutSettings = field(default_factory=LayoutSettings)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
 

@@ -481,9 +481,10 @@ def run_dates_command(
     the same tables they gave. A date after a failure is not run: it would build on a stale state.
     With `catch_up` (start, step), the dates are those the ledger shows missing up to `dates[-1]`.
     """
-    from jobs.spark import build_session
+    from jobs.spark import build_session, yield_cpu
 
     config = load_config(conf, profile, spark_profile)  # refused: the CLI exits 2 before anything runs
+    yield_cpu(config.operations.process.niceness)
     # A command of several dates logs its own start and end under an id of its own.
     command_id = f"backfill-{uuid.uuid4().hex[:10]}" if len(dates) > 1 or catch_up else None
     with event_log(config.operations.log, log_file) as events:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
 from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -37,3 +39,18 @@ def serving(lake: Path) -> dict[dt.date, dict[str, Any]]:
         if row["status"] == "SUCCEEDED" and (held is None or row["finished_at"] > held["finished_at"]):
             best[row["as_of_date"]] = row
     return best
+
+
+def conf_copy(conf_dir: Path, target: Path, **operations: Any) -> Path:
+    """A copy of the configuration with operations.yaml settings replaced (`section__key=value`).
+
+    The CLI run in the suite's own process keeps its CPU priority (`process.niceness` 0): a lowered
+    priority cannot be raised back, and it would hold for the rest of the session.
+    """
+    shutil.copytree(conf_dir, target)
+    ops = yaml.safe_load((target / "operations.yaml").read_text(encoding="utf-8"))
+    for dotted, value in {"process__niceness": 0, **operations}.items():
+        section, key = dotted.split("__")
+        ops.setdefault(section, {})[key] = value
+    (target / "operations.yaml").write_text(yaml.safe_dump(ops), encoding="utf-8")
+    return target

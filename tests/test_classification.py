@@ -477,6 +477,11 @@ def test_upgrade_out_of_npl_needs_both_periods_and_months(spark: SparkSession, c
         # Upgrade allowed to the signal's floor.
         loan("U-SIG", last_overdue_date=D(2023, 12, 10), max_dpd_ever=120),
         loan("U-NEW"),
+        # Normal since disbursement 2023-01-15, annual due dates 2023-03-01, 2024-03-01 (both by the
+        # date: exactly the 2 periods needed) and 2025-03-01 (after the date, not counted).
+        loan("U-2-PERIODS"),
+        # The same, but 2024-03-01 is the due date of two instalments: still one period, so held.
+        loan("U-1-PERIOD-TWICE"),
     ]
     schedule = [
         *(
@@ -485,6 +490,10 @@ def test_upgrade_out_of_npl_needs_both_periods_and_months(spark: SparkSession, c
             for r in instalments(i, D(2023, 2, 15), 36)
         ),
         *instalments("U-MONTHS", D(2023, 3, 1), 3, every_months=12),
+        *instalments("U-2-PERIODS", D(2023, 3, 1), 3, every_months=12),
+        ("U-1-PERIOD-TWICE", 1, D(2024, 3, 1), Decimal("900.00"), Decimal("100.00")),
+        ("U-1-PERIOD-TWICE", 2, D(2024, 3, 1), Decimal("900.00"), Decimal("100.00")),
+        ("U-1-PERIOD-TWICE", 3, D(2025, 3, 1), Decimal("900.00"), Decimal("100.00")),
     ]
     previous = [
         (i, SUB, "C1")
@@ -499,6 +508,8 @@ def test_upgrade_out_of_npl_needs_both_periods_and_months(spark: SparkSession, c
             "U-WORSE",
             "U-SAME",
             "U-SIG",
+            "U-2-PERIODS",
+            "U-1-PERIOD-TWICE",
         )
     ] + [("U-DOUBT", DBT, "D1"), ("U-SM", SM, "B1")]
     signals = [signal("1", "U-SIG", "B-U-SIG", "LITIGATION")]
@@ -522,6 +533,8 @@ def test_upgrade_out_of_npl_needs_both_periods_and_months(spark: SparkSession, c
             ("U-SM", SM, "NORMAL", "NORMAL", ["PERFORMING"]),
             ("U-SIG", SUB, SM, SM, ["NPL_UPGRADED", "SIGNAL_LITIGATION"]),
             ("U-NEW", None, "NORMAL", "NORMAL", ["PERFORMING"]),
+            ("U-2-PERIODS", SUB, "NORMAL", "NORMAL", upgraded),
+            ("U-1-PERIOD-TWICE", SUB, SUB, SUB, pending),
         ],
     )
 

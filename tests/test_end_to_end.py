@@ -26,6 +26,7 @@ from jobs.generate import generate_landing
 from jobs.io import LandingError
 from jobs.pipeline import RunReport, run_nightly
 from schemas.registry import LAKE_TABLES
+from tests.helpers import conf_copy
 
 MONTH_END = dt.date(2026, 9, 30)
 AS_OF = dt.date(2026, 10, 31)
@@ -192,7 +193,9 @@ def test_book_has_every_bucket_and_class(book: Book) -> None:
     assert all(reasons for reasons in snapshot["risk_reasons"].to_pylist())
 
 
-def test_backfill_of_both_dates_gives_the_content_the_nightly_runs_gave(book: Book, conf_dir: Path) -> None:
+def test_backfill_of_both_dates_gives_the_content_the_nightly_runs_gave(
+    book: Book, conf_dir: Path, tmp_path: Path
+) -> None:
     """`postloan backfill` over the range reruns each month-end in order: every table of every
     date comes out as the nightly runs wrote it (the rerun replaces the date, never appends)."""
 
@@ -207,7 +210,8 @@ def test_backfill_of_both_dates_gives_the_content_the_nightly_runs_gave(book: Bo
     before = {(name, day): content(name, day) for name in dated for day in (MONTH_END, AS_OF)}
     runs_before = len([r for r in ledger(book) if r["status"] == "SUCCEEDED"])
     argv = ["backfill", "--from", "2026-09-01", "--to", AS_OF.isoformat(), "--every", "month-end"]
-    paths = ["--landing", str(book.landing), "--lake", str(book.lake), "--conf", str(conf_dir)]
+    conf = conf_copy(conf_dir, tmp_path / "conf")
+    paths = ["--landing", str(book.landing), "--lake", str(book.lake), "--conf", str(conf)]
     assert cli_main([*argv, *paths]) == 0
     succeeded = [r for r in ledger(book) if r["status"] == "SUCCEEDED"]
     assert [r["as_of_date"] for r in succeeded[runs_before:]] == [MONTH_END, AS_OF]

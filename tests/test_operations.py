@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from jobs.spark import delta_jars
 from schemas.lake import LOAN_SNAPSHOT
 from schemas.landing import LANDING_TABLES
 from schemas.registry import LAKE_TABLES
-from tests.helpers import ledger, serving
+from tests.helpers import conf_copy, ledger, serving
 
 MONTH_END = dt.date(2026, 9, 30)
 AS_OF = dt.date(2026, 10, 31)
@@ -62,7 +63,7 @@ FORBIDDEN = {"deletionVectors", "columnMapping", "typeWidening", "typeWidening-p
 
 
 def ops_conf(conf_dir: Path, target: Path, **operations: Any) -> Path:
-    shutil.copytree(conf_dir, target)
+    conf_copy(conf_dir, target, **operations)
     spark_conf = {
         "master": "local[2]",
         "app_name": "postloan-tests",
@@ -72,11 +73,6 @@ def ops_conf(conf_dir: Path, target: Path, **operations: Any) -> Path:
         },
     }
     (target / "spark" / "local.yaml").write_text(yaml.safe_dump(spark_conf), encoding="utf-8")
-    ops = yaml.safe_load((target / "operations.yaml").read_text(encoding="utf-8"))
-    for dotted, value in operations.items():
-        section, key = dotted.split("__")
-        ops[section][key] = value
-    (target / "operations.yaml").write_text(yaml.safe_dump(ops), encoding="utf-8")
     return target
 
 
@@ -316,6 +312,14 @@ def test_exit_2_configuration_or_command_line_refused(
         "operations.yaml: maintenance.zorder_by.loan_snapshot: loan_snapshot is written sorted by loan_id"
         in capsys.readouterr().err
     )
+    # A niceness outside 0-19 (Unix has none above 19; below 0 needs privileges).
+    greedy = ops_conf(conf_dir, tmp_path / "conf3", process__niceness=-5)
+    assert cli("nightly", "--as-of", AS_OF.isoformat(), *paths, "--conf", str(greedy)) == 2
+    assert "operations.yaml: process.niceness: must not be negative, got -5" in capsys.readouterr().err
+    beyond = ops_conf(conf_dir, tmp_path / "conf4", process__niceness=20)
+    assert cli("nightly", "--as-of", AS_OF.isoformat(), *paths, "--conf", str(beyond)) == 2
+    err = capsys.readouterr().err
+    assert "operations.yaml: process" in err and "niceness must be between 0 and 19" in err
     assert cli("maintain", "--lake", str(tmp_path / "lake"), "--conf", str(bad)) == 2
     assert cli("backfill", "--from", "2026-10-31", "--to", "2026-10-01", *paths) == 2
     assert cli("backfill", "--to", "2026-10-01", *paths) == 2
@@ -545,3 +549,31 @@ def test_cron_wrapper_is_valid_bash_and_the_crontab_runs_it() -> None:
     jobs = [line for line in (DEPLOY / "crontab").read_text(encoding="utf-8").splitlines() if line[:1].isdigit()]
     assert len(jobs) == 2 and all("/deploy/nightly.sh" in job for job in jobs)
     assert "backfill --catch-up" in script.read_text(encoding="utf-8")
+
+
+def test_the_batch_yields_the_cpu_to_the_processes_beside_it() -> None:
+    """`yield_cpu` (called before the Spark session is built) lowers the process's priority, never
+    raises it back, and what the process starts afterwards (the Spark JVM) inherits it."""
+    script = "\n".join(
+        [
+            "import os, subprocess, sys",
+            "from jobs.spark import yield_cpu",
+            "start = os.getpriority(os.PRIO_PROCESS, 0)",
+            "lowered = yield_cpu(start + 3)",
+            "kept = yield_cpu(start + 1)",
+            "probe = 'import os; print(os.getpriority(os.PRIO_PROCESS, 0))'",
+            "child = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, check=True)",
+            "print(start, lowered, kept, os.getpriority(os.PRIO_PROCESS, 0), child.stdout.strip())",
+        ]
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    start, *after = (int(x) for x in out.stdout.split())
+    # The suite runs at its normal priority (its in-process CLI runs use niceness 0).
+    assert start <= 16
+    assert after == [start + 3] * 4

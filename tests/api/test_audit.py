@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from api.audit_log import AUDIT_LOGGER, REDACTED, Redactor, describe
-from api.server import PostloanGraphQL, ServerState, _refresh_logged, create_app
+from api.server import PostloanGraphQL, ServerState, _refresh_logged, background_log, create_app
 from api.settings import PERSONAL_KEYS, ApiSettings, AuditSettings
 from tests.api.conftest import HQ, HQ_PII, SECRET, branch, token
 from tests.api.lakes import read_date, serving_runs
@@ -359,3 +361,45 @@ def test_operations_are_described_without_their_text() -> None:
     assert describe(doc, "C", 2000, ROOT_FIELDS).name == REDACTED  # not the document's: the client's text
     assert describe("{ " + "viewer " * 50 + "}", None, 20, ROOT_FIELDS).variables is None  # over the token limit
     assert describe(None, None, 2000, ROOT_FIELDS) == describe("", None, 2000, ROOT_FIELDS)
+
+
+class StalledStream(io.StringIO):
+    """A log stream that cannot be written until `flowing` is set (a disk holding writers back)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flowing = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.flowing.wait()
+        return super().write(text)
+
+
+def test_log_lines_are_written_behind_the_requests_so_a_stalled_stream_holds_none() -> None:
+    stream = StalledStream()
+    handler, writer = background_log(stream)
+    server_log, audit = logging.getLogger("postloan.api.test_background"), logging.getLogger(AUDIT_LOGGER)
+    server_log.propagate = False
+    audit_level = audit.level
+    for logger in (server_log, audit):
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+    try:
+        # Written in place, the first call would wait on the stream for as long as it is stalled.
+        calls = threading.Thread(
+            target=lambda: (server_log.info("serving %d business dates", 3), audit.info('{"event":"graphql.request"}'))
+        )
+        calls.start()
+        calls.join(timeout=10)
+        assert not calls.is_alive()
+        assert stream.getvalue() == ""
+        stream.flowing.set()
+        writer.stop()  # writes what is queued, in order
+        server_line, audit_line = stream.getvalue().splitlines()
+        assert server_line.endswith(" INFO postloan.api.test_background: serving 3 business dates")
+        assert audit_line == '{"event":"graphql.request"}'  # JSON on its own, for log shippers
+    finally:
+        stream.flowing.set()
+        for logger in (server_log, audit):
+            logger.removeHandler(handler)
+        audit.setLevel(audit_level)
