@@ -173,7 +173,10 @@ MIGRATION = """query($p: PeriodType!, $g: GroupBy!) { migrationRates(periodType:
 ROLL = "query($g: GroupBy!) { rollRates(groupBy: $g) { key fromBucket fromBalance cureRate rollForwardRate } }"
 KPI = "query($g: GroupBy) { kpiBreaches(groupBy: $g) { metric key label value target gap } }"
 CHANNELS = "{ channelScorecard { channelId loanCount outstandingBalance nplRatio fpdRate score rating } }"
-VINTAGE = "{ vintage { productCode disbursementMonth mob everDpd30Rate everDpd90Rate } }"
+# One product at a time, as a BI user reads it: the whole bank's vintage grows with every month of
+# history and passes the API's 5,000-row list bound (refused BAD_USER_INPUT) after a year or so.
+VINTAGE = """query($p: String) { vintage(productCode: $p) { productCode disbursementMonth mob everDpd30Rate
+  everDpd90Rate } }"""
 TASKS = """query($f: InspectionTaskFilter) { inspectionTasks(filter: $f, first: 20) { totalCount
   edges { node { taskId taskType loanId dueDate officerId status daysOverdue } } } }"""
 CASES = """query($f: CollectionCaseFilter) { collectionCases(filter: $f, first: 20) { totalCount
@@ -547,7 +550,8 @@ def query_mix(served: Served, snapshot: Any, detail_pool: int = 1000, seed: int 
         + [req(hq, ROLL, {"g": g}) for g in ("HQ", "TIER1_BRANCH", "PRODUCT")]
         + [req(hq, KPI, {"g": g}) for g in ("TIER1_BRANCH", "OFFICER")]
         + [req(t, KPI, {"g": "BRANCH"}) for t in branch_token.values()]
-        + [req(hq, CHANNELS, {}), req(hq, VINTAGE, {})]
+        + [req(hq, CHANNELS, {})]
+        + [req(hq, VINTAGE, {"p": p}) for p in products if p]
     )
     worklists = (
         [req(hq, TASKS, {"f": {"status": "OVERDUE"}})]
