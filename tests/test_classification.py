@@ -480,7 +480,7 @@ def test_upgrade_out_of_npl_needs_both_periods_and_months(spark: SparkSession, c
         # Normal since disbursement 2023-01-15, annual due dates 2023-03-01, 2024-03-01 (both by the
         # date: exactly the 2 periods needed) and 2025-03-01 (after the date, not counted).
         loan("U-2-PERIODS"),
-        # The same, but 2024-03-01 is the due date of two instalments: still one period, so held.
+        # Two instalments both due 2024-03-01, a third 2025-03-01: one period by the date, so held.
         loan("U-1-PERIOD-TWICE"),
     ]
     schedule = [
