@@ -269,16 +269,23 @@ class DateData:
         return value
 
     def table(self, contract: Table, order: tuple[str, ...]) -> concurrent.futures.Future[TableData | None]:
-        """The table's rows for the date (None when the run did not produce it)."""
+        """The table's rows for the date (None when the run did not produce it); loaded once, and
+        again after a failure as the date itself is (`lake.load_retry_seconds`)."""
+        kind = f"table {contract.name}"
         with self._lock:
             future = self._tables.get(contract.name)
-            if future is None:
-                future = self.reader.submit(self._load_table, contract, order)
+            if future is None or self.reader.may_retry(kind, self.run, future):
+                future = self.reader.submit_load(kind, self._load_table, self.run, contract, order)
                 self._tables[contract.name] = future
         return future
 
-    def _load_table(self, contract: Table, order: tuple[str, ...]) -> TableData | None:
-        rows = self.reader.read(contract, self.run)
+    def loaded_tables(self) -> frozenset[str]:
+        """The tables of the date in memory (observability and tests)."""
+        with self._lock:
+            return frozenset(name for name, future in self._tables.items() if future.done() and not _failed(future))
+
+    def _load_table(self, run: Run, contract: Table, order: tuple[str, ...]) -> TableData | None:
+        rows = self.reader.read(contract, run)
         return None if rows is None else TableData(contract, rows, order)
 
 
@@ -298,9 +305,13 @@ def _failed(future: concurrent.futures.Future[Any]) -> bool:
 class LakeReader:
     """Serves the lake's SUCCEEDED runs; see the module docstring for pinning and swapping."""
 
-    def __init__(self, lake: Path, settings: LakeSettings) -> None:
+    def __init__(
+        self, lake: Path, settings: LakeSettings, preload: Sequence[tuple[Table, tuple[str, ...]]] = ()
+    ) -> None:
         self.lake = Path(lake)
         self.settings = settings
+        # Tables (and their key order) loaded with the newest date before it is published.
+        self.preload = tuple(preload)
         self._catalog = Catalog(ledger_version=-1)
         self._resident: OrderedDict[tuple[str, str], concurrent.futures.Future[DateData]] = OrderedDict()
         self._details: dict[tuple[str, str], concurrent.futures.Future[LoanDetails]] = {}
@@ -342,11 +353,18 @@ class LakeReader:
                 try:
                     # One load per poll: the poller tries a failed newest date again each time.
                     future = self.date_data(newest, retry=True)
-                    future.result()  # load before publishing; a failure keeps the previous catalog
-                    # and what loan details read of it, so that they cost no scan after the swap
-                    # (this failing only means scans)
-                    with contextlib.suppress(Exception):
-                        self.loan_details(newest).result()
+                    data = future.result()  # load before publishing; a failure keeps the previous catalog
+                    # What loan details read of it, so that they cost no scan after the swap, and
+                    # the tables otherwise read on first use, so that no request waits for them:
+                    # a failure here only means scans, or a load on first use as before.
+                    extras = [self.loan_details(newest)] + [
+                        data.table(contract, order)
+                        for contract, order in self.preload
+                        if contract.name in newest.table_versions
+                    ]
+                    for extra in extras:
+                        with contextlib.suppress(Exception):
+                            extra.result()
                 finally:
                     self._publishing = None
                 catalog = replace(catalog, loaded={newest.key: future})
@@ -365,19 +383,16 @@ class LakeReader:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def submit(self, fn: Any, *args: Any) -> concurrent.futures.Future[Any]:
-        return self._pool.submit(fn, *args)
-
     # ------------------------------------------------------------------------------------------
     def date_data(self, run: Run, retry: bool = False) -> concurrent.futures.Future[DateData]:
         """The run's date data, loading it once (concurrent callers share the load); `retry`
         loads again after a failure without waiting out `lake.load_retry_seconds`."""
         with self._lock:
             future = self._resident.get(run.key)
-            if future is not None and not self._may_retry("date", run, future, at_once=retry):
+            if future is not None and not self.may_retry("date", run, future, at_once=retry):
                 self._resident.move_to_end(run.key)
                 return future
-            future = self._submit_load("date", self._load, run)
+            future = self.submit_load("date", self._load, run)
             self._resident[run.key] = future
         return future
 
@@ -390,14 +405,15 @@ class LakeReader:
         """The run's LoanDetails, loading them once in the background (kept while it is served)."""
         with self._lock:
             future = self._details.get(run.key)
-            if future is None or self._may_retry("details", run, future):
+            if future is None or self.may_retry("details", run, future):
                 self.detail_loads += 1
-                future = self._submit_load("details", self._load_details, run)
+                future = self.submit_load("details", self._load_details, run)
                 self._details[run.key] = future
         return future
 
-    def _submit_load(self, kind: str, load: Any, run: Run) -> concurrent.futures.Future[Any]:
-        future = self._pool.submit(load, run)
+    def submit_load(self, kind: str, load: Any, run: Run, *args: Any) -> concurrent.futures.Future[Any]:
+        """`load(run, *args)` in the pool; a failure is noted for `may_retry`."""
+        future = self._pool.submit(load, run, *args)
 
         def note_failure(done: concurrent.futures.Future[Any]) -> None:
             if not done.cancelled() and done.exception() is not None:
@@ -406,7 +422,7 @@ class LakeReader:
         future.add_done_callback(note_failure)
         return future
 
-    def _may_retry(self, kind: str, run: Run, future: concurrent.futures.Future[Any], at_once: bool = False) -> bool:
+    def may_retry(self, kind: str, run: Run, future: concurrent.futures.Future[Any], at_once: bool = False) -> bool:
         """A failed load is tried again only after `lake.load_retry_seconds` (or `at_once`): every
         request that needs the date would otherwise read the whole of it again while the cause
         persists (a file being replaced, memory), and those requests are answered by scans or
@@ -415,7 +431,9 @@ class LakeReader:
             return True
         if not _failed(future):
             return False
-        failed_at = self._failed_at.get((kind, run.key), 0.0)
+        failed_at = self._failed_at.get((kind, run.key))
+        if failed_at is None:  # failed a moment ago: its callback has not noted the time yet
+            return at_once
         return at_once or time.monotonic() - failed_at >= self.settings.load_retry_seconds
 
     def _load_details(self, run: Run) -> LoanDetails:

@@ -54,7 +54,7 @@ from api.auth import AuthError, Caller, issue_token, secret_from_env
 from api.context import Context
 from api.cursor import CursorCodec
 from api.lake import LakeReader
-from api.schema import build_schema
+from api.schema import SERVED_ON_SWAP, build_schema
 from api.settings import ApiSettings, load_api_settings
 
 log = logging.getLogger("postloan.api")
@@ -399,7 +399,7 @@ class ServerState:
         self.lake = Path(lake)
         self.settings = settings
         self.secret = secret
-        self.reader = LakeReader(self.lake, settings.lake)
+        self.reader = LakeReader(self.lake, settings.lake, preload=SERVED_ON_SWAP)
         self.codec = CursorCodec(secret)
         self.schema = build_schema(settings)
         self.cache = ResponseCache(settings.response_cache_mb * 2**20, max_entry_bytes=2**20)

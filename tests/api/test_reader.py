@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from api.lake import SCAN_SLOTS
+from api.schema import SERVED_ON_SWAP
 from api.settings import ApiSettings, LakeSettings
 from schemas.lake import LOAN_SNAPSHOT
 from schemas.metrics import PORTFOLIO_METRICS
@@ -311,3 +312,40 @@ def test_a_failed_load_is_tried_again_only_after_the_retry_interval(lake: Path) 
     assert reader.detail_loads == details + 2
     assert reader.date_data(run) is not failed_date
     assert reader.loads == dates  # the failed loads never completed
+
+
+def test_a_new_date_is_served_with_its_work_lists_and_metrics_in_memory(lake: Path) -> None:
+    client = InProcess(lake, ApiSettings())
+    reader = client.state.reader
+    newest = reader.catalog().served[DATES[-1]]
+    data = reader.catalog().loaded[newest.key].result()
+    # Every table the API reads lazily that the run wrote, quarantine aside, was loaded before
+    # the date was published: the first request after a swap waits for none of them.
+    wanted = {contract.name for contract, _ in SERVED_ON_SWAP} & set(newest.table_versions)
+    assert {"inspection_tasks", "collection_cases", "early_warnings", "portfolio_metrics"} <= wanted
+    assert data.loaded_tables() == wanted
+    tasks = client.data("{ inspectionTasks(first: 2) { totalCount } }")["inspectionTasks"]["totalCount"]
+    assert tasks == read_date(lake, "inspection_tasks", serving_runs(lake)[DATES[-1]]).num_rows
+    assert data.loaded_tables() == wanted  # answered from memory, nothing more read
+    # An older date loaded on demand reads its tables on first use, as before.
+    older = reader.date_data(reader.catalog().served[DATES[0]]).result(timeout=60)
+    assert older.loaded_tables() == frozenset()
+
+
+def test_a_table_that_failed_to_load_is_read_again_after_the_retry_interval(lake: Path, tmp_path: Path) -> None:
+    # The newest date's work list goes missing while the server loads the date, then comes back.
+    folder = lake / "inspection_tasks" / f"as_of_date={DATES[-1]}"
+    aside = tmp_path / "aside"
+    shutil.move(folder, aside)
+    client = InProcess(lake, ApiSettings(lake=LakeSettings(load_retry_seconds=1.5)))
+    data = client.state.reader.catalog().loaded[client.state.reader.catalog().served[DATES[-1]].key].result()
+    assert "inspection_tasks" not in data.loaded_tables()
+    query = "{ inspectionTasks(first: 1) { totalCount } }"
+    refused = client.run(query)
+    assert refused.errors and refused.errors[0].extensions["code"] == "DATA_UNAVAILABLE"
+    shutil.move(aside, folder)
+    refused = client.run(query)  # within the interval: the same failure, no new read
+    assert refused.errors and refused.errors[0].extensions["code"] == "DATA_UNAVAILABLE"
+    time.sleep(1.6)
+    assert client.data(query)["inspectionTasks"]["totalCount"] > 0
+    assert "inspection_tasks" in data.loaded_tables()
