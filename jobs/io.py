@@ -16,6 +16,7 @@ import codecs
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -154,7 +155,7 @@ def read_landing(spark: SparkSession, landing: Path, table: Table) -> DataFrame:
         empty = T.StructType([T.StructField(c.name, T.StringType()) for c in table.columns])
         return spark.createDataFrame([], empty)
     if found.fmt == "parquet":
-        return spark.read.parquet(*[str(p) for p in found.files]).select(*table.names)
+        return spark.read.parquet(*[str(p) for p in found.files]).select(*table.names).transform(check_utf8(table))
     # Spark names the columns of one read after a single header and takes every file's fields by
     # position: files whose headers differ are read apart, then matched by name.
     groups: dict[tuple[str, bool], list[Path]] = {}
@@ -244,6 +245,34 @@ def decode_utf8(table: Table) -> Callable[[DataFrame], DataFrame]:
             fields.append(F.when(valid, data.cast("string")).otherwise(shown_safely(F.col(name))).alias(name))
             faults.append(F.when(~valid, F.lit(name)))
         return frame.select(*fields, F.filter(F.array(*faults), lambda n: n.isNotNull()).alias(NOT_UTF8))
+
+    return transform
+
+
+def check_utf8(table: Table) -> Callable[[DataFrame], DataFrame]:
+    """Parquet text whose bytes are not UTF-8, named in NOT_UTF8 and shown safely, as in CSV.
+
+    Parquet strings are UTF-8 by specification, but a writer that does not check can deliver
+    other bytes, and Spark carries them through unchecked: into the lake, where a reader that
+    checks (delta-rs, so the API) then refuses the whole date. Only rows with such a value build
+    the list, so a clean extract costs one byte scan per text value."""
+
+    def transform(frame: DataFrame) -> DataFrame:
+        texts = [f.name for f in frame.schema.fields if isinstance(f.dataType, T.StringType)]
+        if not texts:
+            return frame
+        valid = {name: F.coalesce(F.is_valid_utf8(F.col(name)), F.lit(True)) for name in texts}
+        fields = [
+            F.when(valid[name], F.col(name))
+            .otherwise(shown_safely(F.decode(F.col(name).cast("binary"), "ISO-8859-1")))
+            .alias(name)
+            if name in valid
+            else F.col(name)
+            for name in table.names
+        ]
+        faults = F.filter(F.array(*[F.when(~valid[name], F.lit(name)) for name in texts]), lambda n: n.isNotNull())
+        clean = reduce(lambda a, b: a & b, valid.values())
+        return frame.select(*fields, F.when(~clean, faults).alias(NOT_UTF8))
 
     return transform
 

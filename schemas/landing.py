@@ -2,8 +2,8 @@
 
 One folder per table under the landing directory, holding Parquet files or UTF-8 CSV files with a
 header. Column types below are what each value must parse as; a value that does not parse, a
-missing required value, an unknown enum value, a broken reference or (CSV) bytes that are not
-UTF-8 send the row to quarantine.
+missing required value, an unknown enum value, a broken reference or text whose bytes are not
+UTF-8 (CSV, or Parquet from a writer that does not check its strings) send the row to quarantine.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from decimal import Decimal
 
 from schemas.base import BOOL, DATE, INT, MONEY, RATE, STRING, TIMESTAMP, Column, Table
 
-# Not a delivered column: the CSV reader adds it to the rows of a file that is not UTF-8
-# throughout, naming the columns whose bytes are not UTF-8 (ingest refuses those rows).
+# Not a delivered column: the landing reader adds it (CSV: to the rows of a file that is not UTF-8
+# throughout; Parquet: to every text table), naming the columns whose bytes are not UTF-8 (ingest
+# refuses those rows).
 NOT_UTF8 = "_not_utf8"
 
 # No retail amount comes near a trillion yuan (一萬億); a larger one is a broken extract (a unit or

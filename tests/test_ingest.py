@@ -311,6 +311,58 @@ def test_csv_missing_column_names_the_file(spark: SparkSession, tmp_path: Path) 
         read_landing(spark, tmp_path, BORROWERS)
 
 
+def test_parquet_text_whose_bytes_are_not_utf8_is_quarantined_not_the_file(spark: SparkSession, tmp_path: Path) -> None:
+    # A writer that does not check its strings (pyarrow does not on write either): the bytes reach
+    # Spark unchecked, and would reach the lake, where delta-rs refuses the whole date.
+    def text(values: list[bytes | None]) -> pa.Array:
+        return pa.array(values, pa.binary()).view(pa.string())
+
+    people = tmp_path / "borrowers"
+    people.mkdir()
+    table = pa.table(
+        {
+            "borrower_id": text([b"B1", b"B2", b"B3", b"B4"]),
+            # B2: a name exported in GBK; B3: a name cut inside its last character; B4: U+FFFD
+            # delivered as valid UTF-8 is text like any other
+            "name": text(["張三豐".encode(), "李四".encode("gbk"), "王五".encode()[:-1], "\ufffd名".encode()]),
+            # B3: a stray byte in the ID number, and a backslash in its region delivered as text
+            "id_number": text([b"110101199003071234", b"110101199003075678", b"11010119900307901\xff", b"1101011990"]),
+            "phone": text([b"13800138000", None, b"13900139000", None]),
+            "region_code": text([b"R1", b"R1", b"R\\2", b"R1"]),
+        }
+    )
+    pq.write_table(table, people / "part-0.parquet")
+    raw = raw_book(spark, loans=[LOAN])
+    raw["borrowers"] = read_landing(spark, tmp_path, BORROWERS)
+    result = ingest(raw, "run-1", AS_OF, settle)
+
+    rows = sorted(result.quarantine().collect(), key=lambda r: r["record_key"])
+    assert [(r["record_key"], r["reason_code"], r["reason_detail"]) for r in rows] == [
+        ("B2", "INVALID_ENCODING", "INVALID_ENCODING:name"),
+        ("B3", "INVALID_ENCODING", "INVALID_ENCODING:name; INVALID_ENCODING:id_number"),
+    ]
+    # As in CSV: stray bytes shown as \xNN, a delivered backslash doubled, personal data masked.
+    assert [json.loads(r["raw_record"]) for r in rows] == [
+        {
+            "borrower_id": "B2",
+            "name": "\\" + "*" * 15,
+            "id_number": "110101********5678",
+            "phone": None,
+            "region_code": "R1",
+        },
+        {
+            "borrower_id": "B3",
+            "name": "王********",
+            "id_number": "110101***********\\xff",
+            "phone": "139****9000",
+            "region_code": "R\\2",
+        },
+    ]
+    assert sorted(r["borrower_id"] for r in result.accepted("borrowers").collect()) == ["B1", "B4"]
+    assert checked_counts(result, "borrowers") == (2, 2)
+    assert count_landing(spark, tmp_path, BORROWERS, raw["borrowers"]) == 4
+
+
 def test_csv_row_whose_bytes_are_not_utf8_is_quarantined_not_the_file(spark: SparkSession, tmp_path: Path) -> None:
     people, guarantors = tmp_path / "borrowers", tmp_path / "guarantors"
     people.mkdir()
