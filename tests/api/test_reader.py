@@ -349,4 +349,3 @@ def test_a_table_that_failed_to_load_is_read_again_after_the_retry_interval(lake
     time.sleep(1.6)
     assert client.data(query)["inspectionTasks"]["totalCount"] > 0
     assert "inspection_tasks" in data.loaded_tables()
-
