@@ -311,6 +311,26 @@ def test_csv_missing_column_names_the_file(spark: SparkSession, tmp_path: Path) 
         read_landing(spark, tmp_path, BORROWERS)
 
 
+# The quarantine records of the two borrowers whose text is not UTF-8, delivered alike in the CSV
+# and the Parquet test: stray bytes shown as \xNN, a delivered backslash doubled, PII masked.
+BAD_BORROWER_RECORDS = [
+    {
+        "borrower_id": "B2",
+        "name": "\\" + "*" * 15,
+        "id_number": "110101********5678",
+        "phone": None,
+        "region_code": "R1",
+    },
+    {
+        "borrower_id": "B3",
+        "name": "王********",
+        "id_number": "110101***********\\xff",
+        "phone": "139****9000",
+        "region_code": "R\\2",
+    },
+]
+
+
 def test_parquet_text_whose_bytes_are_not_utf8_is_quarantined_not_the_file(spark: SparkSession, tmp_path: Path) -> None:
     # A writer that does not check its strings (pyarrow does not on write either): the bytes reach
     # Spark unchecked, and would reach the lake, where delta-rs refuses the whole date.
@@ -342,22 +362,7 @@ def test_parquet_text_whose_bytes_are_not_utf8_is_quarantined_not_the_file(spark
         ("B3", "INVALID_ENCODING", "INVALID_ENCODING:name; INVALID_ENCODING:id_number"),
     ]
     # As in CSV: stray bytes shown as \xNN, a delivered backslash doubled, personal data masked.
-    assert [json.loads(r["raw_record"]) for r in rows] == [
-        {
-            "borrower_id": "B2",
-            "name": "\\" + "*" * 15,
-            "id_number": "110101********5678",
-            "phone": None,
-            "region_code": "R1",
-        },
-        {
-            "borrower_id": "B3",
-            "name": "王********",
-            "id_number": "110101***********\\xff",
-            "phone": "139****9000",
-            "region_code": "R\\2",
-        },
-    ]
+    assert [json.loads(r["raw_record"]) for r in rows] == BAD_BORROWER_RECORDS
     assert sorted(r["borrower_id"] for r in result.accepted("borrowers").collect()) == ["B1", "B4"]
     assert checked_counts(result, "borrowers") == (2, 2)
     assert count_landing(spark, tmp_path, BORROWERS, raw["borrowers"]) == 4
@@ -403,20 +408,7 @@ def test_csv_row_whose_bytes_are_not_utf8_is_quarantined_not_the_file(spark: Spa
     ]
     # Stray bytes shown as \xNN (personal data still masked); no U+FFFD invented.
     assert [json.loads(r["raw_record"]) for r in rows] == [
-        {
-            "borrower_id": "B2",
-            "name": "\\" + "*" * 15,
-            "id_number": "110101********5678",
-            "phone": None,
-            "region_code": "R1",
-        },
-        {
-            "borrower_id": "B3",
-            "name": "王********",
-            "id_number": "110101***********\\xff",
-            "phone": "139****9000",
-            "region_code": "R\\2",
-        },
+        *BAD_BORROWER_RECORDS,
         {"guarantor_id": "G2", "loan_id": "L\\x9f1", "name": "o*", "id_number": "110101********5678", "phone": None},
     ]
     assert sorted((r["borrower_id"], r["name"]) for r in result.accepted("borrowers").collect()) == [
