@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from api.frames import Keys, arrow_schema, column
+from api.offload import portable, run_in_child
 from api.settings import LakeSettings
 from api.store import LRU, LoanBook
 from schemas.base import Table
@@ -165,6 +167,15 @@ class TableData:
         self._encoded: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Handed over without its lock and its encodings (made on first use where it is served).
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_encoded")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._encoded = {}
+        self._lock = threading.Lock()
+
     def encoded(self, name: str) -> Any:
         """Dictionary codes (strings) or branch-path levels of a column, built on first use."""
         from api.frames import BranchPaths, Codes
@@ -234,24 +245,54 @@ class LoanDetails:
         return rows
 
 
+@dataclass
+class DateParts:
+    """What a served date is made of: its loan book, borrowers and the tables read with it (a
+    failed one as its exception). Built by the server's threads (`read`) or by a child process
+    and handed over whole (api/offload.py)."""
+
+    loans: LoanBook
+    borrowers: TableData | None
+    # each loan's borrower row (keyset order), joined once here instead of per request
+    borrower_index: npt.NDArray[np.int64]
+    tables: dict[str, TableData | BaseException | None] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, reader: LakeReader, run: Run, tables: Sequence[tuple[Table, tuple[str, ...]]] = ()) -> DateParts:
+        """The date's loan book and borrowers, and of `tables` those the run wrote."""
+        snapshot = reader.read(LOAN_SNAPSHOT, run)
+        loans = LoanBook(snapshot if snapshot is not None else arrow_schema(LOAN_SNAPSHOT).empty_table())
+        rows = reader.read(BORROWERS, run)
+        borrowers = TableData(BORROWERS, rows, ("borrower_id",)) if rows is not None else None
+        borrower_index = np.full(loans.n, -1, dtype=np.int64)
+        if borrowers is not None and borrowers.n and loans.n:
+            ids = column(loans.table, "borrower_id").take(pa.array(loans.order))
+            found = pc.index_in(ids, value_set=column(borrowers.rows, "borrower_id"))
+            borrower_index = np.asarray(found.fill_null(-1), dtype=np.int64)
+        parts = cls(loans, borrowers, borrower_index)
+        for contract, order in tables:
+            if contract.name in run.table_versions:
+                try:
+                    parts.tables[contract.name] = reader.read_table(run, contract, order)
+                except Exception as exc:  # served as a failed load: tried again after the interval
+                    parts.tables[contract.name] = portable(exc)
+        return parts
+
+
 class DateData:
     """A served run's data for its business date: the loan book (loaded eagerly) and the other
-    tables (loaded on first use, each once)."""
+    tables (loaded on first use, each once, unless they came with the parts)."""
 
-    def __init__(self, reader: LakeReader, run: Run) -> None:
+    def __init__(self, reader: LakeReader, run: Run, parts: DateParts | None = None) -> None:
         self.reader = reader
         self.run = run
-        snapshot = reader.read(LOAN_SNAPSHOT, run)
-        self.loans = LoanBook(snapshot if snapshot is not None else arrow_schema(LOAN_SNAPSHOT).empty_table())
-        borrowers = reader.read(BORROWERS, run)
-        self.borrowers = TableData(BORROWERS, borrowers, ("borrower_id",)) if borrowers is not None else None
-        # each loan's borrower row (keyset order), joined once here instead of per request
-        self.borrower_index = np.full(self.loans.n, -1, dtype=np.int64)
-        if self.borrowers is not None and self.borrowers.n and self.loans.n:
-            ids = column(self.loans.table, "borrower_id").take(pa.array(self.loans.order))
-            found = pc.index_in(ids, value_set=column(self.borrowers.rows, "borrower_id"))
-            self.borrower_index = np.asarray(found.fill_null(-1), dtype=np.int64)
-        self._tables: dict[str, concurrent.futures.Future[TableData | None]] = {}
+        parts = parts if parts is not None else DateParts.read(reader, run)
+        self.loans = parts.loans
+        self.borrowers = parts.borrowers
+        self.borrower_index = parts.borrower_index
+        self._tables: dict[str, concurrent.futures.Future[TableData | None]] = {
+            name: reader.settled(f"table {name}", run, table) for name, table in parts.tables.items()
+        }
         self._lock = threading.Lock()
         self._cache: LRU[Hashable, Any] = LRU(512)
 
@@ -285,8 +326,7 @@ class DateData:
             return frozenset(name for name, future in self._tables.items() if future.done() and not _failed(future))
 
     def _load_table(self, run: Run, contract: Table, order: tuple[str, ...]) -> TableData | None:
-        rows = self.reader.read(contract, run)
-        return None if rows is None else TableData(contract, rows, order)
+        return self.reader.read_table(run, contract, order)
 
 
 # Per-loan scans (a loan's history and class changes on dates not in memory) read a whole date's
@@ -322,6 +362,7 @@ class LakeReader:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lake-load")
         self.loads = 0  # dates loaded so far (observability and tests)
         self.detail_loads = 0  # LoanDetails loads started (observability and tests)
+        self.child_builds = 0  # dates built in a child process (observability and tests)
         # The newest date while it loads for the next catalog: the LRU must not pick it as the
         # victim because the current catalog's latest is still the older one (with
         # resident_dates 1 it did, and two dates stayed in memory after every other swap).
@@ -336,8 +377,10 @@ class LakeReader:
         """The current catalog; a request keeps the one it started with."""
         return self._catalog
 
-    def refresh(self) -> bool:
-        """Pick up ledger changes; load the newest date's run before publishing. True if swapped."""
+    def refresh(self, before_publish: Callable[[Catalog], object] | None = None) -> bool:
+        """Pick up ledger changes; load the newest date's run before publishing. True if swapped.
+        `before_publish(catalog)` runs once the new catalog is loaded, before requests see it (the
+        server warms its response cache there); its failure is logged and does not stop the swap."""
         with self._refresh_lock:
             ledger_path = self.lake / RUN_LEDGER.name
             if not (ledger_path / "_delta_log").is_dir():
@@ -352,7 +395,7 @@ class LakeReader:
                 self._publishing = newest.key
                 try:
                     # One load per poll: the poller tries a failed newest date again each time.
-                    future = self.date_data(newest, retry=True)
+                    future = self.date_data(newest, retry=True, whole=True)
                     data = future.result()  # load before publishing; a failure keeps the previous catalog
                     # What loan details read of it, so that they cost no scan after the swap, and
                     # the tables otherwise read on first use, so that no request waits for them:
@@ -368,6 +411,11 @@ class LakeReader:
                 finally:
                     self._publishing = None
                 catalog = replace(catalog, loaded={newest.key: future})
+            if before_publish is not None and catalog.latest_date is not None:
+                try:
+                    before_publish(catalog)
+                except Exception as exc:  # the swap matters more than a warm cache
+                    log.warning("preparing ledger version %d for serving failed: %s", version, type(exc).__name__)
             previous = self._catalog
             self._catalog = catalog
             self._evict()
@@ -384,15 +432,18 @@ class LakeReader:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------------------------------
-    def date_data(self, run: Run, retry: bool = False) -> concurrent.futures.Future[DateData]:
+    def date_data(self, run: Run, retry: bool = False, whole: bool = False) -> concurrent.futures.Future[DateData]:
         """The run's date data, loading it once (concurrent callers share the load); `retry`
-        loads again after a failure without waiting out `lake.load_retry_seconds`."""
+        loads again after a failure without waiting out `lake.load_retry_seconds`. `whole` (a
+        date about to be published) loads its preloaded tables and loan details with it, in a
+        child process when `lake.load_in_child` is set."""
         with self._lock:
             future = self._resident.get(run.key)
             if future is not None and not self.may_retry("date", run, future, at_once=retry):
                 self._resident.move_to_end(run.key)
                 return future
-            future = self.submit_load("date", self._load, run)
+            load = self._load_whole if whole and self.settings.load_in_child else self._load
+            future = self.submit_load("date", load, run)
             self._resident[run.key] = future
         return future
 
@@ -436,12 +487,50 @@ class LakeReader:
             return at_once
         return at_once or time.monotonic() - failed_at >= self.settings.load_retry_seconds
 
-    def _load_details(self, run: Run) -> LoanDetails:
+    def settled(self, kind: str, run: Run, outcome: V | BaseException) -> concurrent.futures.Future[V]:
+        """A load already done (by a child process), as a future; a failure is noted for
+        `may_retry` like a failed load of the pool's."""
+        future: concurrent.futures.Future[V] = concurrent.futures.Future()
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+            self._failed_at[(kind, run.key)] = time.monotonic()
+        else:
+            future.set_result(outcome)
+        return future
+
+    def read_table(self, run: Run, contract: Table, order: tuple[str, ...]) -> TableData | None:
+        rows = self.read(contract, run)
+        return None if rows is None else TableData(contract, rows, order)
+
+    def read_details(self, run: Run) -> LoanDetails:
         snapshot = self.read(LOAN_SNAPSHOT, run, columns=[*HISTORY_COLUMNS, "branch_path"])
         return LoanDetails(snapshot, self.read(CLASSIFICATION_HISTORY, run))
 
+    def _load_details(self, run: Run) -> LoanDetails:
+        return self.read_details(run)
+
     def _load(self, run: Run) -> DateData:
         data = DateData(self, run)
+        self.loads += 1
+        self._evict()
+        return data
+
+    def _load_whole(self, run: Run) -> DateData:
+        """The date, its preloaded tables and loan details, built in a child process (api/offload.py)."""
+        parts, details = run_in_child(
+            build_date,
+            self.lake,
+            self.settings,
+            run,
+            self.preload,
+            niceness=self.settings.loader_niceness,
+            timeout_s=self.settings.load_timeout_seconds,
+        )
+        with self._lock:
+            self.child_builds += 1
+            self.detail_loads += 1
+            self._details[run.key] = self.settled("details", run, details)
+        data = DateData(self, run, parts)
         self.loads += 1
         self._evict()
         return data
@@ -508,6 +597,23 @@ class LakeReader:
             with self._lock:
                 self._scans_running -= 1
             self._scan_slots.release()
+
+
+def build_date(
+    lake: Path, settings: LakeSettings, run: Run, tables: Sequence[tuple[Table, tuple[str, ...]]]
+) -> tuple[DateParts, LoanDetails | BaseException]:
+    """A date's parts with `tables`, and its loan details: what a child process builds for the
+    server (LakeReader._load_whole). A failed table or details travel as their exception."""
+    reader = LakeReader(lake, settings)
+    try:
+        parts = DateParts.read(reader, run, tables)
+        try:
+            details: LoanDetails | BaseException = reader.read_details(run)
+        except Exception as exc:
+            details = portable(exc)
+        return parts, details
+    finally:
+        reader.close()
 
 
 def normalise(rows: pa.Table, contract: Table, columns: list[str] | None = None) -> pa.Table:

@@ -21,16 +21,18 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import gc
 import json
 import logging
 import os
 import queue
 import secrets
 import sys
+import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
@@ -53,7 +55,7 @@ from api.audit_log import AUDIT_LOGGER, AuditTrail, error_code, note_of
 from api.auth import AuthError, Caller, issue_token, secret_from_env
 from api.context import Context
 from api.cursor import CursorCodec
-from api.lake import LakeReader
+from api.lake import Catalog, LakeReader
 from api.schema import SERVED_ON_SWAP, build_schema
 from api.settings import ApiSettings, load_api_settings
 
@@ -143,6 +145,10 @@ async def _no_receive() -> Message:
 _ENCODED = "\x00encoded"
 
 
+# (ledger version, caller, query, variables as JSON, operation name)
+CacheKey = tuple[int, Caller, str, str, str | None]
+
+
 class ResponseCache:
     """Encoded answers of successful requests, keyed by (ledger version, caller, query, variables).
 
@@ -155,12 +161,15 @@ class ResponseCache:
     def __init__(self, max_bytes: int, max_entry_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.max_entry_bytes = max_entry_bytes
-        self._items: OrderedDict[Hashable, str] = OrderedDict()
+        self._items: OrderedDict[CacheKey, str] = OrderedDict()
         self._bytes = 0
         self.hits = 0
         self.misses = 0
+        self.warmed = 0  # answers made ahead for a new catalog (ServerState.warm_cache)
+        # The event loop reads and fills it; the poller's thread fills it ahead of a swap.
+        self._lock = threading.Lock()
 
-    def key(self, context: Context, data: Any) -> Hashable | None:
+    def key(self, context: Context, data: Any) -> CacheKey | None:
         if self.max_bytes <= 0 or not isinstance(data.query, str):
             return None
         try:
@@ -169,24 +178,40 @@ class ResponseCache:
             return None
         return (context.catalog.ledger_version, context.caller, data.query, variables, data.operation_name)
 
-    def get(self, key: Hashable) -> str | None:
-        body = self._items.get(key)
-        if body is None:
-            self.misses += 1
-            return None
-        self._items.move_to_end(key)
-        self.hits += 1
-        return body
+    def get(self, key: CacheKey) -> str | None:
+        with self._lock:
+            body = self._items.get(key)
+            if body is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return body
 
-    def put(self, key: Hashable, body: str) -> None:
+    def put(self, key: CacheKey, body: str) -> None:
         size = len(body)
-        if size > self.max_entry_bytes or key in self._items:
-            return
-        self._items[key] = body
-        self._bytes += size
-        while self._bytes > self.max_bytes and self._items:
-            _, dropped = self._items.popitem(last=False)
-            self._bytes -= len(dropped)
+        with self._lock:
+            if size > self.max_entry_bytes or key in self._items:
+                return
+            self._items[key] = body
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def recent(self, ledger_version: int, count: int) -> list[tuple[Caller, str, str, str | None]]:
+        """The `count` requests last answered on the catalog of `ledger_version`, most recent
+        first: (caller, query, variables as JSON, operation name)."""
+        with self._lock:
+            keys = list(reversed(self._items))
+        found: list[tuple[Caller, str, str, str | None]] = []
+        for key in keys:
+            if len(found) >= count:
+                break
+            version, caller, query, variables, operation = key
+            if version == ledger_version:
+                found.append((caller, query, variables, operation))
+        return found
 
 
 class PostloanGraphQL(GraphQL):  # type: ignore[type-arg]
@@ -389,7 +414,12 @@ class PostloanGraphQL(GraphQL):  # type: ignore[type-arg]
         return response
 
     def encode_json(self, data: object) -> str:
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return encode_json(data)
+
+
+def encode_json(data: object) -> str:
+    """A response body as the server sends it (and caches it)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 class ServerState:
@@ -404,6 +434,48 @@ class ServerState:
         self.schema = build_schema(settings)
         self.cache = ResponseCache(settings.response_cache_mb * 2**20, max_entry_bytes=2**20)
         self.refresh_error: str | None = None  # the type of the last failed refresh, until one succeeds
+        self.swapped = False  # the last poll published a new catalog
+
+    def warm_cache(self, catalog: Catalog) -> int:
+        """Answer the requests most recently asked again on `catalog` before it is published, and
+        cache the answers under it; returns how many were cached.
+
+        A new catalog (a new run, or only a new ledger row) makes every cached answer stale, and
+        the new date's first answers are its most expensive (its work-list codes, filtered
+        portfolios and pages are built on first use): in the soak, the second after a swap
+        held every connection for up to a second (docs/api.md, "The swap window"). Made here, in
+        the poller's thread while the old catalog still serves, they are ready when it swaps.
+        Each is made exactly as a request of the same caller would be (row-level security and
+        masking included), and only answers without errors are kept, as for requests."""
+        count = self.settings.response_cache_warm_entries
+        if count <= 0 or self.cache.max_bytes <= 0:
+            return 0
+        asked = self.cache.recent(self.reader.catalog().ledger_version, count)
+        return asyncio.run(self._warm(catalog, asked)) if asked else 0
+
+    async def _warm(self, catalog: Catalog, asked: list[tuple[Caller, str, str, str | None]]) -> int:
+        budget = self.settings.limits.time_budget_ms / 1000.0
+        warmed = 0
+        for caller, query, variables, operation in asked:
+            context = Context(
+                caller=caller,
+                catalog=catalog,
+                reader=self.reader,
+                settings=self.settings,
+                codec=self.codec,
+                deadline=time.monotonic() + budget,
+            )
+            result = await self.schema.execute(
+                query, variable_values=json.loads(variables), context_value=context, operation_name=operation
+            )
+            if result.errors or result.extensions:
+                continue
+            self.cache.put(
+                (catalog.ledger_version, caller, query, variables, operation), encode_json({"data": result.data})
+            )
+            warmed += 1
+        self.cache.warmed += warmed
+        return warmed
 
     def authenticate(self, header: str | None) -> Caller:
         from api.auth import caller_from_header
@@ -486,8 +558,16 @@ def create_app(lake: Path, settings: ApiSettings, secret: bytes, poll: bool = Tr
 
 
 def _refresh_logged(state: ServerState) -> None:
+    if state.swapped:
+        # The requests answered on the catalog replaced at the last poll are done by now, but each
+        # left a reference cycle (graphql-core's execution context) holding its context, and
+        # through it that catalog's data: a whole date, 1.2 GB at 1M loans, kept until the
+        # collector's next full pass, whenever that came. One pass here frees it within a poll
+        # interval of the swap (about 0.1 s of the interpreter at 1M loans).
+        state.swapped = False
+        gc.collect()
     try:
-        state.reader.refresh()
+        state.swapped = state.reader.refresh(before_publish=state.warm_cache)
         state.refresh_error = None
     except Exception as exc:  # keep serving what we have; say why without data
         state.refresh_error = type(exc).__name__

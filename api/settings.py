@@ -22,6 +22,9 @@ class LakeSettings:
     poll_seconds: float = 5.0
     resident_dates: int = 3
     load_retry_seconds: float = 30.0
+    load_in_child: bool = True
+    loader_niceness: int = 19
+    load_timeout_seconds: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class ApiSettings:
     access_log: bool = False
     # Answers of identical requests on the same catalog are served from memory (0 = off).
     response_cache_mb: int = 64
+    response_cache_warm_entries: int = 300
     # uvicorn worker processes; each loads the lake into its own memory.
     workers: int = 1
     lake: LakeSettings = field(default_factory=LakeSettings)
@@ -102,6 +106,13 @@ def _check(settings: ApiSettings, file: Path) -> None:
         refuse("lake.load_retry_seconds", f"must not be negative, got {settings.lake.load_retry_seconds}")
     if settings.lake.resident_dates < 1:
         refuse("lake.resident_dates", "must be at least 1 (the latest business date is always resident)")
+    if not 0 <= settings.lake.loader_niceness <= 19:
+        refuse(
+            "lake.loader_niceness",
+            f"must be 0..19 (a CPU priority, 19 the lowest), got {settings.lake.loader_niceness}",
+        )
+    if settings.lake.load_timeout_seconds <= 0:
+        refuse("lake.load_timeout_seconds", f"must be positive, got {settings.lake.load_timeout_seconds}")
     limits = settings.limits
     for name in ("max_depth", "max_tokens", "max_aliases", "max_page_size", "max_list_size", "time_budget_ms"):
         if getattr(limits, name) < 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,16 @@ class LRU(Generic[K, V]):
     def __init__(self, size: int) -> None:
         self._size = size
         self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Handed over empty (api/loader.py): a lock does not cross processes, and a date's answers
+        # are made where it is served.
+        return {"_size": self._size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._size = state["_size"]
+        self._items = OrderedDict()
         self._lock = threading.Lock()
 
     def get_or_make(self, key: K, make: Callable[[], V]) -> V:
@@ -163,6 +174,10 @@ class LoanBook:
         self.class_index = self._remap(self.codes["risk_class"], self.classes)
         self.bucket_index = self._remap(self.codes["bucket"], self.buckets)
         self.portfolio = Portfolio(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.portfolio._book = weakref.ref(self)
 
     def rows(self, positions: Sequence[int] | npt.NDArray[np.int64]) -> list[dict[str, Any]]:
         """The snapshot rows at keyset positions, as dicts."""
@@ -281,11 +296,27 @@ class Portfolio:
     """Portfolio figures of one date: pre-aggregated per grouping and scope, plus ad-hoc filters."""
 
     def __init__(self, book: LoanBook) -> None:
-        self.book = book
-        self.blocks: dict[tuple[str, str | None], Block] = {}
+        # A weak reference: the book owns its portfolio, and a cycle between them kept a replaced
+        # date's memory (a gigabyte at 1M loans) until the garbage collector's next full pass.
+        self._book = weakref.ref(book)
+        # Per grouping, the figures of every scope stacked in one Block (rows of a scope together);
+        # a scope's rows are a slice of it, taken on lookup. Tens of arrays rather than a Block of
+        # eleven per branch node and grouping: a 1M-loan date has ~7,000 of those, and handing
+        # them over from the loader's process (api/offload.py) cost 230 ms under the GIL.
+        self.stacked: dict[str, Block] = {}
+        self.slices: dict[tuple[str, str | None], tuple[int, int]] = {}
         self._adhoc: LRU[tuple[str, str | None, LoanFilterValues], Block] = LRU(256)
         self._npl_codes = np.array([book.classes.index(c) for c in NPL_CLASSES], dtype=np.int32)
         self._preaggregate()
+
+    @property
+    def book(self) -> LoanBook:
+        book = self._book()
+        assert book is not None, "a portfolio is used through its loan book"
+        return book
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_book"}  # the book links it again
 
     def _preaggregate(self) -> None:
         """Polars, in two steps. First a cube: loans counted and summed by every group column,
@@ -355,24 +386,44 @@ class Portfolio:
         bn = np.stack([ints(f"bn_{i}") for i in range(n_buckets)], axis=1)
         bb = np.stack([ints(f"bb_{i}") for i in range(n_buckets)], axis=1)
         npl = [self.book.classes.index(c) for c in NPL_CLASSES]
+        self.stacked[grouping] = Block(
+            keys=tuple(keys[int(i)] for i in g),
+            loan_count=cols["n"],
+            balance=cols["bal"],
+            overdue_count=cols["od_n"],
+            overdue_balance=cols["od_bal"],
+            npl_count=cn[:, npl].sum(axis=1),
+            npl_balance=cb[:, npl].sum(axis=1),
+            class_count=cn,
+            class_balance=cb,
+            bucket_count=bn,
+            bucket_balance=bb,
+        )
         starts = np.flatnonzero(np.r_[True, node_codes[1:] != node_codes[:-1]])
         for lo, hi in itertools.pairwise([*starts.tolist(), len(node_codes)]):
             code = int(node_codes[lo])
             node = None if code < 0 else self.book.paths.nodes[code]
-            s = slice(lo, hi)
-            self.blocks[(grouping, node)] = Block(
-                keys=tuple(keys[int(i)] for i in g[s]),
-                loan_count=cols["n"][s],
-                balance=cols["bal"][s],
-                overdue_count=cols["od_n"][s],
-                overdue_balance=cols["od_bal"][s],
-                npl_count=cn[s][:, npl].sum(axis=1),
-                npl_balance=cb[s][:, npl].sum(axis=1),
-                class_count=cn[s],
-                class_balance=cb[s],
-                bucket_count=bn[s],
-                bucket_balance=bb[s],
-            )
+            self.slices[(grouping, node)] = (lo, hi)
+
+    def stored(self, grouping: str, scope: str | None) -> Block | None:
+        """The pre-aggregated figures of one grouping within one scope (None: no loans there)."""
+        span = self.slices.get((grouping, scope))
+        if span is None:
+            return None
+        whole, s = self.stacked[grouping], slice(*span)
+        return Block(
+            keys=whole.keys[s],
+            loan_count=whole.loan_count[s],
+            balance=whole.balance[s],
+            overdue_count=whole.overdue_count[s],
+            overdue_balance=whole.overdue_balance[s],
+            npl_count=whole.npl_count[s],
+            npl_balance=whole.npl_balance[s],
+            class_count=whole.class_count[s],
+            class_balance=whole.class_balance[s],
+            bucket_count=whole.bucket_count[s],
+            bucket_balance=whole.bucket_balance[s],
+        )
 
     def block(self, grouping: str, caller_scope: str | None, f: LoanFilterValues) -> Block | None:
         """Figures of the loans the caller may see that match the filter, grouped; None = no loans."""
@@ -380,7 +431,7 @@ class Portfolio:
         if scope == EMPTY_SCOPE:
             return None
         if not f.beyond_branch:
-            return self.blocks.get((grouping, scope))
+            return self.stored(grouping, scope)
         key = (grouping, scope, LoanFilterValues(**{**f.__dict__, "branch_id": None}))
         result = self._adhoc.get_or_make(key, lambda: self._aggregate(grouping, scope, f))
         return result if len(result.keys) else None

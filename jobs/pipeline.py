@@ -481,7 +481,8 @@ def run_dates_command(
     the same tables they gave. A date after a failure is not run: it would build on a stale state.
     With `catch_up` (start, step), the dates are those the ledger shows missing up to `dates[-1]`.
     """
-    from jobs.spark import build_session, yield_cpu
+    from jobs.priority import yield_cpu
+    from jobs.spark import build_session
 
     config = load_config(conf, profile, spark_profile)  # refused: the CLI exits 2 before anything runs
     yield_cpu(config.operations.process.niceness)

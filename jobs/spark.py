@@ -27,16 +27,6 @@ def delta_jars() -> list[str]:
     return jars
 
 
-def yield_cpu(niceness: int) -> int:
-    """Lower this process's CPU priority to `niceness` (never raise it); returns the one in force.
-
-    Called before the session is built, so the Spark JVM and its Python workers inherit it: a
-    local batch on the API's host then takes only the CPU the API leaves (docs/operations.md).
-    """
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    return os.nice(niceness - current) if niceness > current else current
-
-
 def under_spark_submit() -> bool:
     """Whether spark-submit started this driver (its JVM is up before any session is built)."""
     # spark-submit hands the Python driver its JVM's gateway port, on YARN and Kubernetes too;

@@ -557,7 +557,7 @@ def test_the_batch_yields_the_cpu_to_the_processes_beside_it() -> None:
     script = "\n".join(
         [
             "import os, subprocess, sys",
-            "from jobs.spark import yield_cpu",
+            "from jobs.priority import yield_cpu",
             "start = os.getpriority(os.PRIO_PROCESS, 0)",
             "lowered = yield_cpu(start + 3)",
             "kept = yield_cpu(start + 1)",

@@ -143,6 +143,13 @@ def free_port() -> int:
 @contextmanager
 def running_server(lake: Path, settings: ApiSettings) -> Iterator[str]:
     """Serve `lake` with uvicorn on loopback in a thread; yields the GraphQL URL."""
+    with serving(lake, settings) as (url, _):
+        yield url
+
+
+@contextmanager
+def serving(lake: Path, settings: ApiSettings) -> Iterator[tuple[str, ServerState]]:
+    """`running_server`, yielding the server's state too (its reader and response cache)."""
     settings = replace(settings, host="127.0.0.1", port=free_port())
     app = create_app(lake, settings, SECRET)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
@@ -154,7 +161,7 @@ def running_server(lake: Path, settings: ApiSettings) -> Iterator[str]:
             raise RuntimeError("the API server did not start")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{settings.port}{settings.path}"
+        yield f"http://127.0.0.1:{settings.port}{settings.path}", app.state.postloan
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -4,22 +4,26 @@ recorded; a new run is picked up without a restart and without failing requests 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import shutil
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from api.auth import Caller
 from api.lake import SCAN_SLOTS
 from api.schema import SERVED_ON_SWAP
+from api.server import ServerState, _refresh_logged
 from api.settings import ApiSettings, LakeSettings
 from schemas.lake import LOAN_SNAPSHOT
 from schemas.metrics import PORTFOLIO_METRICS
 from tests.api import expected
-from tests.api.conftest import DATES, HQ, REPO, InProcess, running_server, token
+from tests.api.conftest import DATES, HQ, REPO, SECRET, InProcess, branch, running_server, serving, token
 from tests.api.lakes import read_date, serving_runs, succeed_run, write_date
 
 TOTAL = "{ portfolio(groupBy: HQ) { loanCount balance overdueCount } }"
@@ -349,3 +353,123 @@ def test_a_table_that_failed_to_load_is_read_again_after_the_retry_interval(lake
     time.sleep(1.6)
     assert client.data(query)["inspectionTasks"]["totalCount"] > 0
     assert "inspection_tasks" in data.loaded_tables()
+
+
+# Every family of answers a date serves from memory, the newest date's loan book first.
+ANSWERED_FROM_MEMORY = (
+    "{ portfolio(groupBy: BRANCH) { key loanCount balance overdueBalance nplBalance byClass { riskClass balance } } }",
+    "{ loans(first: 30) { totalCount edges { cursor node { loanId dpd bucket riskClass riskReasons"
+    " outstandingPrincipal borrower { name idNumber masked } } } } }",
+    "{ inspectionTasks(first: 20) { totalCount edges { node { taskId taskType loanId dueDate status } } } }",
+    "{ collectionCases(first: 20) { totalCount edges { node { loanId dpd stage mode agencyId } } } }",
+    "{ earlyWarnings(first: 20) { totalCount edges { node { loanId warningType severity } } } }",
+    "{ channelScorecard { channelId loanCount nplRatio score rating } }",
+    "{ rollRates(groupBy: HQ) { key fromBucket fromBalance cureRate rollForwardRate } }",
+)
+
+
+def test_the_newest_date_built_in_a_child_process_answers_as_one_built_here(lake: Path) -> None:
+    child = InProcess(lake, ApiSettings())  # lake.load_in_child is the default
+    here = InProcess(lake, ApiSettings(lake=LakeSettings(load_in_child=False)))
+    assert (child.state.reader.child_builds, here.state.reader.child_builds) == (1, 0)
+    reader = child.state.reader
+    newest = reader.catalog().served[DATES[-1]]
+    data = reader.catalog().loaded[newest.key].result()
+    # The work lists, metrics and loan details came with it: nothing is read on first use.
+    wanted = {contract.name for contract, _ in SERVED_ON_SWAP} & set(newest.table_versions)
+    assert data.loaded_tables() == wanted
+    assert reader.loan_details(newest).done() and reader.detail_loads == 1
+    product = child.data("{ portfolio(groupBy: PRODUCT) { key } }")["portfolio"][0]["key"]
+    filtered = f'{{ portfolio(groupBy: BRANCH, filter: {{ productCode: "{product}" }}) {{ key loanCount balance }} }}'
+    for query in (*ANSWERED_FROM_MEMORY, filtered):
+        assert child.data(query) == here.data(query), query
+    assert child.data(filtered)["portfolio"]  # the product has loans: the filter compared something
+    loan_id = child.data("{ loans(first: 1) { edges { node { loanId } } } }")["loans"]["edges"][0]["node"]["loanId"]
+    detail = (
+        "query($id: ID!) { loan(loanId: $id) { loanId dpd riskClass borrower { name masked }"
+        " history { asOfDate dpd riskClass outstandingPrincipal } classificationChanges { asOfDate toClass } } }"
+    )
+    answers = [c.data(detail, HQ, {"id": loan_id})["loan"] for c in (child, here)]
+    assert answers[0] == answers[1] and len(answers[0]["history"]) == len(DATES)
+    assert data.loaded_tables() == wanted
+
+
+def test_a_date_whose_child_build_fails_is_not_served_and_is_built_again(lake: Path, tmp_path: Path) -> None:
+    # The newest date's snapshot is unreadable while the child builds it: nothing of it is
+    # published; once the files are back, the next poll builds and serves it.
+    folder = lake / "loan_snapshot" / f"as_of_date={DATES[-1]}"
+    aside = tmp_path / "aside"
+    shutil.move(folder, aside)
+    reader = ServerState(lake, ApiSettings(), SECRET).reader
+    with pytest.raises(FileNotFoundError):  # the child's own exception, raised here
+        reader.refresh()
+    assert reader.catalog().served == {} and reader.child_builds == 0
+    shutil.move(aside, folder)
+    assert reader.refresh() and reader.catalog().latest_date == DATES[-1]
+    newest = reader.catalog().served[DATES[-1]]
+    assert reader.child_builds == 1
+    assert (
+        reader.catalog().loaded[newest.key].result().loans.n
+        == read_date(lake, "loan_snapshot", serving_runs(lake)[DATES[-1]]).num_rows
+    )
+
+
+def test_answers_asked_before_a_swap_are_made_ahead_on_the_new_run_for_each_caller(lake: Path) -> None:
+    """Before a new run is published, the requests last answered are answered again on it and
+    cached: the first requests after the swap find the new run's answers ready, each made for
+    its own caller (a branch still sees only its subtree)."""
+    tier1 = InProcess(lake, ApiSettings()).data("{ portfolio(groupBy: TIER1_BRANCH) { key } }")["portfolio"][0]["key"]
+    callers = (HQ, branch(tier1))
+    queries = (TOTAL, "{ loans(first: 5) { totalCount edges { node { loanId dpd } } } }")
+    with serving(lake, ApiSettings(lake=LakeSettings(poll_seconds=0.1))) as (url, state):
+
+        def ask(caller: Caller, query: str) -> Any:
+            body = httpx.post(url, json={"query": query}, headers={"Authorization": f"Bearer {token(caller)}"}).json()
+            assert "errors" not in body, body
+            return body["data"]
+
+        for caller in callers:
+            for query in queries:
+                ask(caller, query)
+        before = state.reader.catalog()
+        day, versions, rows = rewrite_latest(lake, {"dpd": 999})
+        succeed_run(lake, day, versions)
+        deadline = time.monotonic() + 120
+        while state.reader.catalog().served[day] == before.served[day] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert state.reader.catalog().served[day] != before.served[day]
+        assert state.cache.warmed >= len(callers) * len(queries)
+        hits = state.cache.hits
+        after = {(c.subject, q): ask(c, q) for c in callers for q in queries}
+        assert state.cache.hits == hits + len(after)  # every answer was ready when asked
+    # The new run's answers (every loan rewritten 999 days past due) ...
+    assert after[(HQ.subject, TOTAL)]["portfolio"][0]["overdueCount"] == len(rows)
+    # ... and each caller's own: as an uncached server answers them now.
+    fresh = InProcess(lake, ApiSettings(response_cache_mb=0))
+    for caller in callers:
+        for query in queries:
+            assert after[(caller.subject, query)] == fresh.data(query, caller), (caller.subject, query)
+    assert after[(callers[1].subject, TOTAL)] != after[(HQ.subject, TOTAL)]
+
+
+def test_a_replaced_date_is_released_within_a_poll_of_the_swap(lake: Path) -> None:
+    """Requests leave reference cycles holding their catalog; the poll after a swap collects
+    them, so the replaced run's data does not stay in memory until the collector gets to it."""
+    state = ServerState(lake, ApiSettings(), SECRET)
+    _refresh_logged(state)
+    client = InProcess.__new__(InProcess)
+    client.state = state
+    before = state.reader.catalog()
+    replaced = weakref.ref(before.loaded[before.served[DATES[-1]].key].result())
+    assert client.data(TOTAL)["portfolio"][0]["loanCount"] > 0  # a request on the old catalog
+    del before
+    gc.disable()  # only the poll's own pass may free it
+    try:
+        day, versions, _ = rewrite_latest(lake, {"dpd": 7})
+        succeed_run(lake, day, versions)
+        _refresh_logged(state)
+        assert state.swapped and state.reader.catalog().served[day].table_versions == versions
+        _refresh_logged(state)  # the next poll
+        assert replaced() is None
+    finally:
+        gc.enable()
