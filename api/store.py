@@ -55,7 +55,7 @@ class LRU(Generic[K, V]):
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Handed over empty (api/loader.py): a lock does not cross processes, and a date's answers
+        # Handed over empty (api/offload.py): a lock does not cross processes, and a date's answers
         # are made where it is served.
         return {"_size": self._size}
 
