@@ -27,6 +27,8 @@ class Context:
     request: Any = None
     response: Any = None
     started: float = field(default_factory=time.monotonic)
+    # The answer read the ledger's runs (not only the served data): cached by ledger version.
+    reads_ledger: bool = False
 
     # -- time budget ---------------------------------------------------------------------------
     def remaining(self) -> float:
@@ -54,6 +56,15 @@ class Context:
             return self.catalog.run_for(as_of)
         except NotServed as exc:
             raise Unavailable(str(exc)) from None
+
+    def ledger_runs(self) -> tuple[Run, ...]:
+        """Every run in the ledger, newest start first."""
+        self.reads_ledger = True
+        return self.catalog.runs
+
+    def run_by_id(self, run_id: str) -> Run | None:
+        self.reads_ledger = True
+        return self.catalog.run_by_id(run_id)
 
     async def date(self, as_of: dt.date | None) -> DateData:
         return await self.date_for(self.run(as_of))

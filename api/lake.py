@@ -82,6 +82,12 @@ class Catalog:
         return max(self.served) if self.served else None
 
     @property
+    def served_version(self) -> tuple[tuple[dt.date, tuple[str, str]], ...]:
+        """What the served data is: two catalogs with the same served runs answer every question
+        about the data alike, whatever else the ledger says (a RUNNING or FAILED row)."""
+        return tuple(sorted((day, run.key) for day, run in self.served.items()))
+
+    @property
     def dates(self) -> tuple[dt.date, ...]:
         return tuple(sorted(self.served))
 
@@ -458,7 +464,7 @@ class LakeReader:
             future = self._details.get(run.key)
             if future is None or self.may_retry("details", run, future):
                 self.detail_loads += 1
-                future = self.submit_load("details", self._load_details, run)
+                future = self.submit_load("details", self.read_details, run)
                 self._details[run.key] = future
         return future
 
@@ -505,9 +511,6 @@ class LakeReader:
     def read_details(self, run: Run) -> LoanDetails:
         snapshot = self.read(LOAN_SNAPSHOT, run, columns=[*HISTORY_COLUMNS, "branch_path"])
         return LoanDetails(snapshot, self.read(CLASSIFICATION_HISTORY, run))
-
-    def _load_details(self, run: Run) -> LoanDetails:
-        return self.read_details(run)
 
     def _load(self, run: Run) -> DateData:
         data = DateData(self, run)

@@ -303,10 +303,9 @@ class Query:
     def runs(self, info: Info, last: int = 10) -> list[Run]:
         if last < 0:
             raise BadInput("`last` must not be negative")
-        catalog = info.context.catalog
-        serving = {r.run_id for r in catalog.served.values()}
+        serving = {r.run_id for r in info.context.catalog.served.values()}
         last = min(last, info.context.settings.limits.max_list_size)
-        return [Run.from_run(r, r.run_id in serving) for r in catalog.runs[:last]]
+        return [Run.from_run(r, r.run_id in serving) for r in info.context.ledger_runs()[:last]]
 
     @resolver("Business dates that can be asked for with asOf, oldest first.")
     def business_dates(self, info: Info) -> list[dt.date]:
@@ -508,7 +507,7 @@ class Query:
         after: str | None = None,
     ) -> Connection[QuarantineRecord]:
         ctx = info.context
-        run = ctx.catalog.run_by_id(str(run_id))
+        run = ctx.run_by_id(str(run_id))
         if run is None:
             raise NotFound(f"no run {run_id} in the ledger")
         if run.status != "SUCCEEDED":

@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Hashable, Mapping
 from dataclasses import replace
 from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
@@ -145,16 +145,37 @@ async def _no_receive() -> Message:
 _ENCODED = "\x00encoded"
 
 
-# (ledger version, caller, query, variables as JSON, operation name)
-CacheKey = tuple[int, Caller, str, str, str | None]
+# What the answer depends on: ("served", the served runs) for answers about the data, ("ledger",
+# the ledger's version) for answers that read the runs themselves (Context.reads_ledger).
+Epoch = tuple[str, Hashable]
+# (epoch, caller, query, variables as JSON, operation name)
+CacheKey = tuple[Epoch, Caller, str, str, str | None]
+# A request as asked: (query, variables as JSON, operation name)
+Asked = tuple[str, str, str | None]
+
+
+def served_epoch(catalog: Catalog) -> Epoch:
+    return ("served", catalog.served_version)
+
+
+def ledger_epoch(catalog: Catalog) -> Epoch:
+    return ("ledger", catalog.ledger_version)
+
+
+def answer_epoch(context: Context) -> Epoch:
+    """The epoch an executed answer is cached under."""
+    return ledger_epoch(context.catalog) if context.reads_ledger else served_epoch(context.catalog)
 
 
 class ResponseCache:
-    """Encoded answers of successful requests, keyed by (ledger version, caller, query, variables).
+    """Encoded answers of successful requests, keyed by what they depend on, caller, query and
+    variables.
 
-    A run's data never changes once loaded, and the catalog a request pins changes whenever the
-    ledger does, so an identical request from an identical caller on the same catalog has an
-    identical answer. The caller (role, branch, pii, subject) is part of the key: row-level
+    A run's data never changes once loaded, so an identical request from an identical caller
+    has an identical answer while the same runs are served; an answer that lists the ledger's
+    runs (or looks one up) holds while the ledger does. Keyed by the served runs rather than the
+    ledger version, a RUNNING or FAILED row in the ledger (a new catalog, the same data) leaves
+    the cached answers valid. The caller (role, branch, pii, subject) is part of the key: row-level
     security and masking are never shared between callers. Bounded in bytes; LRU.
     """
 
@@ -169,24 +190,28 @@ class ResponseCache:
         # The event loop reads and fills it; the poller's thread fills it ahead of a swap.
         self._lock = threading.Lock()
 
-    def key(self, context: Context, data: Any) -> CacheKey | None:
+    def asked(self, data: Any) -> Asked | None:
+        """The request as a cache key's tail, or None when it cannot be cached."""
         if self.max_bytes <= 0 or not isinstance(data.query, str):
             return None
         try:
             variables = json.dumps(data.variables, sort_keys=True, separators=(",", ":"))
         except (TypeError, ValueError):
             return None
-        return (context.catalog.ledger_version, context.caller, data.query, variables, data.operation_name)
+        return (data.query, variables, data.operation_name)
 
-    def get(self, key: CacheKey) -> str | None:
+    def get(self, catalog: Catalog, caller: Caller, asked: Asked) -> str | None:
+        """The cached answer on `catalog`: about its served data, or about its ledger."""
         with self._lock:
-            body = self._items.get(key)
-            if body is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return body
+            for epoch in (served_epoch(catalog), ledger_epoch(catalog)):
+                key: CacheKey = (epoch, caller, *asked)
+                body = self._items.get(key)
+                if body is not None:
+                    self._items.move_to_end(key)
+                    self.hits += 1
+                    return body
+            self.misses += 1
+            return None
 
     def put(self, key: CacheKey, body: str) -> None:
         size = len(body)
@@ -199,19 +224,13 @@ class ResponseCache:
                 _, dropped = self._items.popitem(last=False)
                 self._bytes -= len(dropped)
 
-    def recent(self, ledger_version: int, count: int) -> list[tuple[Caller, str, str, str | None]]:
-        """The `count` requests last answered on the catalog of `ledger_version`, most recent
-        first: (caller, query, variables as JSON, operation name)."""
+    def recent(self, catalog: Catalog, count: int) -> list[CacheKey]:
+        """The `count` requests last answered on `catalog`, most recent first, with the epoch each
+        was cached under."""
+        current = {served_epoch(catalog), ledger_epoch(catalog)}
         with self._lock:
             keys = list(reversed(self._items))
-        found: list[tuple[Caller, str, str, str | None]] = []
-        for key in keys:
-            if len(found) >= count:
-                break
-            version, caller, query, variables, operation = key
-            if version == ledger_version:
-                found.append((caller, query, variables, operation))
-        return found
+        return [key for key in keys if key[0] in current][:count]
 
 
 class PostloanGraphQL(GraphQL):  # type: ignore[type-arg]
@@ -328,14 +347,14 @@ class PostloanGraphQL(GraphQL):  # type: ignore[type-arg]
             request_data.variables,
         )
         cache = self.state.cache
-        key = cache.key(context, request_data)
-        if key is not None:
-            hit = cache.get(key)
+        asked = cache.asked(request_data)
+        if asked is not None:
+            hit = cache.get(context.catalog, context.caller, asked)
             if hit is not None:
                 request.state.encoded = hit
                 note.cached = note.executed = True
                 return ExecutionResult(data=None, errors=None)
-            request.state.cache_key = key
+            request.state.cache_asked = (context, asked)
         result = await self._execute_within_budget(
             request, request_adapter, sub_response, context, root_value, request_data
         )
@@ -395,10 +414,11 @@ class PostloanGraphQL(GraphQL):  # type: ignore[type-arg]
         sub_response = getattr(request.state, "sub_response", None)
         if request_error and sub_response is not None and sub_response.media_type == GRAPHQL_RESPONSE:
             sub_response.status_code = 400
-        key = getattr(request.state, "cache_key", None)
-        if key is not None and not errors and not result.extensions:
+        cacheable = getattr(request.state, "cache_asked", None)
+        if cacheable is not None and not errors and not result.extensions:
+            context, asked = cacheable
             encoded = self.encode_json(body)
-            self.state.cache.put(key, encoded)
+            self.state.cache.put((answer_epoch(context), context.caller, *asked), encoded)
             return cast(GraphQLHTTPResponse, {_ENCODED: encoded})
         return body
 
@@ -440,23 +460,25 @@ class ServerState:
         """Answer the requests most recently asked again on `catalog` before it is published, and
         cache the answers under it; returns how many were cached.
 
-        A new catalog (a new run, or only a new ledger row) makes every cached answer stale, and
-        the new date's first answers are its most expensive (its work-list codes, filtered
-        portfolios and pages are built on first use): in the soak, the second after a swap
-        held every connection for up to a second (docs/api.md, "The swap window"). Made here, in
-        the poller's thread while the old catalog still serves, they are ready when it swaps.
-        Each is made exactly as a request of the same caller would be (row-level security and
-        masking included), and only answers without errors are kept, as for requests."""
+        A new catalog serving other runs makes the cached answers about the data stale (one that
+        only adds a ledger row, those about the runs), and the new date's first answers are its
+        most expensive (its work-list codes, filtered portfolios and pages are built on first use):
+        in the soak, the second after a swap held every connection for up to a second
+        (docs/api.md, "The swap window"). Made here, in the poller's thread while the old catalog
+        still serves, they are ready when it swaps. Each is made exactly as a request of the same
+        caller would be (row-level security and masking included), and only answers without
+        errors are kept, as for requests."""
         count = self.settings.response_cache_warm_entries
         if count <= 0 or self.cache.max_bytes <= 0:
             return 0
-        asked = self.cache.recent(self.reader.catalog().ledger_version, count)
-        return asyncio.run(self._warm(catalog, asked)) if asked else 0
+        still_valid = served_epoch(catalog)
+        stale = [key for key in self.cache.recent(self.reader.catalog(), count) if key[0] != still_valid]
+        return asyncio.run(self._warm(catalog, stale)) if stale else 0
 
-    async def _warm(self, catalog: Catalog, asked: list[tuple[Caller, str, str, str | None]]) -> int:
+    async def _warm(self, catalog: Catalog, stale: list[CacheKey]) -> int:
         budget = self.settings.limits.time_budget_ms / 1000.0
         warmed = 0
-        for caller, query, variables, operation in asked:
+        for _, caller, query, variables, operation in stale:
             context = Context(
                 caller=caller,
                 catalog=catalog,
@@ -470,9 +492,8 @@ class ServerState:
             )
             if result.errors or result.extensions:
                 continue
-            self.cache.put(
-                (catalog.ledger_version, caller, query, variables, operation), encode_json({"data": result.data})
-            )
+            key: CacheKey = (answer_epoch(context), caller, query, variables, operation)
+            self.cache.put(key, encode_json({"data": result.data}))
             warmed += 1
         self.cache.warmed += warmed
         return warmed

@@ -231,20 +231,32 @@ def shown_safely(latin1: Column) -> Column:
     return F.array_join(F.transform(pieces, show), "")
 
 
+def _named_not_utf8(table: Table, texts: Mapping[str, tuple[Column, Column]]) -> list[Column]:
+    """The table's columns, each text in `texts` (its value as Spark's text, and its bytes read as
+    ISO-8859-1) kept when its bytes are UTF-8 and shown safely otherwise, and NOT_UTF8 naming the
+    columns that are not (null when all are: a clean row builds no list)."""
+    valid = {name: F.coalesce(F.is_valid_utf8(text), F.lit(True)) for name, (text, _) in texts.items()}
+    fields = [
+        F.when(valid[name], texts[name][0]).otherwise(shown_safely(texts[name][1])).alias(name)
+        if name in texts
+        else F.col(name)
+        for name in table.names
+    ]
+    if not texts:
+        return fields
+    faults = F.filter(F.array(*[F.when(~valid[name], F.lit(name)) for name in texts]), lambda n: n.isNotNull())
+    clean = reduce(lambda a, b: a & b, valid.values())
+    return [*fields, F.when(~clean, faults).alias(NOT_UTF8)]
+
+
 def decode_utf8(table: Table) -> Callable[[DataFrame], DataFrame]:
     """Rows read as ISO-8859-1 back to text: a field whose bytes are UTF-8 is decoded exactly; one
     whose bytes are not is shown safely and named in NOT_UTF8, for ingest to refuse the row."""
 
     def transform(frame: DataFrame) -> DataFrame:
-        fields: list[Column] = []
-        faults: list[Column] = []
-        for name in table.names:
-            data = _bytes(F.col(name))
-            # Binary to string keeps the bytes as they are, for Spark's own UTF-8 check.
-            valid = F.coalesce(F.is_valid_utf8(data.cast("string")), F.lit(True))
-            fields.append(F.when(valid, data.cast("string")).otherwise(shown_safely(F.col(name))).alias(name))
-            faults.append(F.when(~valid, F.lit(name)))
-        return frame.select(*fields, F.filter(F.array(*faults), lambda n: n.isNotNull()).alias(NOT_UTF8))
+        # Binary to string keeps the bytes as they are, for Spark's own UTF-8 check.
+        texts = {name: (_bytes(F.col(name)).cast("string"), F.col(name)) for name in table.names}
+        return frame.select(*_named_not_utf8(table, texts))
 
     return transform
 
@@ -258,21 +270,12 @@ def check_utf8(table: Table) -> Callable[[DataFrame], DataFrame]:
     the list, so a clean extract costs one byte scan per text value."""
 
     def transform(frame: DataFrame) -> DataFrame:
-        texts = [f.name for f in frame.schema.fields if isinstance(f.dataType, T.StringType)]
-        if not texts:
-            return frame
-        valid = {name: F.coalesce(F.is_valid_utf8(F.col(name)), F.lit(True)) for name in texts}
-        fields = [
-            F.when(valid[name], F.col(name))
-            .otherwise(shown_safely(F.decode(F.col(name).cast("binary"), "ISO-8859-1")))
-            .alias(name)
-            if name in valid
-            else F.col(name)
-            for name in table.names
-        ]
-        faults = F.filter(F.array(*[F.when(~valid[name], F.lit(name)) for name in texts]), lambda n: n.isNotNull())
-        clean = reduce(lambda a, b: a & b, valid.values())
-        return frame.select(*fields, F.when(~clean, faults).alias(NOT_UTF8))
+        texts = {
+            f.name: (F.col(f.name), F.decode(F.col(f.name).cast("binary"), "ISO-8859-1"))
+            for f in frame.schema.fields
+            if isinstance(f.dataType, T.StringType)
+        }
+        return frame.select(*_named_not_utf8(table, texts))
 
     return transform
 

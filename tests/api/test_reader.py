@@ -452,6 +452,44 @@ def test_answers_asked_before_a_swap_are_made_ahead_on_the_new_run_for_each_call
     assert after[(callers[1].subject, TOTAL)] != after[(HQ.subject, TOTAL)]
 
 
+def test_a_ledger_row_that_serves_no_new_run_leaves_the_answers_about_the_data_cached(lake: Path) -> None:
+    """A run that starts and fails changes the ledger (a new catalog) but not what is served: the
+    cached answers about the data stay valid and are not made again; the list of runs is made
+    again on the new ledger, with the failed run in it."""
+    runs_query = "{ runs(last: 3) { runId status } }"
+    with serving(lake, ApiSettings(lake=LakeSettings(poll_seconds=0.1))) as (url, state):
+
+        def ask(query: str) -> Any:
+            body = httpx.post(url, json={"query": query}, headers={"Authorization": f"Bearer {token(HQ)}"}).json()
+            assert "errors" not in body, body
+            return body["data"]
+
+        total = ask(TOTAL)
+        ask(runs_query)
+        before = state.reader.catalog()
+        failed = succeed_run(lake, DATES[-1], {}, status="FAILED")
+        deadline = time.monotonic() + 60
+        while (
+            state.reader.catalog().run_by_id(failed) is None
+            or state.reader.catalog().run_by_id(failed).status != "FAILED"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(0.3)  # the poll that published it has finished
+        after = state.reader.catalog()
+        assert after.served == before.served
+        # The portfolio's answer was made once, before the new rows; only the list of runs again.
+        made = [(key[0][0], key[2]) for key in state.cache.recent(after, 100)]
+        assert sorted(made) == [("ledger", runs_query), ("served", TOTAL)]
+        assert 1 <= state.cache.warmed <= 2  # once per new ledger version (RUNNING, FAILED)
+        hits = state.cache.hits
+        assert ask(TOTAL) == total
+        runs = ask(runs_query)["runs"]
+        assert state.cache.hits == hits + 2
+    assert runs[0] == {"runId": failed, "status": "FAILED"}
+    assert runs == InProcess(lake, ApiSettings(response_cache_mb=0)).data(runs_query)["runs"]
+
+
 def test_a_replaced_date_is_released_within_a_poll_of_the_swap(lake: Path) -> None:
     """Requests leave reference cycles holding their catalog; the poll after a swap collects
     them, so the replaced run's data does not stay in memory until the collector gets to it."""
