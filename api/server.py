@@ -454,7 +454,9 @@ class ServerState:
         self.schema = build_schema(settings)
         self.cache = ResponseCache(settings.response_cache_mb * 2**20, max_entry_bytes=2**20)
         self.refresh_error: str | None = None  # the type of the last failed refresh, until one succeeds
-        self.swapped = False  # the last poll published a new catalog
+        # The catalog the last poll replaced, held until the next poll so that its date is freed
+        # there, in the poller's thread, and never by a request (see _refresh_logged).
+        self.retiring: Catalog | None = None
 
     def warm_cache(self, catalog: Catalog) -> int:
         """Answer the requests most recently asked again on `catalog` before it is published, and
@@ -555,6 +557,12 @@ def create_app(lake: Path, settings: ApiSettings, secret: bytes, poll: bool = Tr
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(_refresh_logged, state)
+        # What is alive now (modules, schema, the first date's objects) stays alive: the collector
+        # need not walk it again. Its full passes then cost milliseconds instead of 40-70 ms with
+        # the interpreter lock held, in whichever request triggers them. Nothing is in flight yet,
+        # so no request's garbage is frozen with it.
+        gc.collect()
+        gc.freeze()
         task = asyncio.create_task(_poll(state)) if poll else None
         try:
             yield
@@ -579,16 +587,22 @@ def create_app(lake: Path, settings: ApiSettings, secret: bytes, poll: bool = Tr
 
 
 def _refresh_logged(state: ServerState) -> None:
-    if state.swapped:
+    if state.retiring is not None:
         # The requests answered on the catalog replaced at the last poll are done by now, but each
         # left a reference cycle (graphql-core's execution context) holding its context, and
-        # through it that catalog's data: a whole date, 1.2 GB at 1M loans, kept until the
-        # collector's next full pass, whenever that came. One pass here frees it within a poll
-        # interval of the swap (about 0.1 s of the interpreter at 1M loans).
-        state.swapped = False
+        # through it that catalog's data: a whole date, 1.2 GB at 1M loans. One pass here frees
+        # the cycles; the date itself goes when the poller lets go of it, just after. Freed in a
+        # request instead (by whichever collection found the last cycle), unmapping its memory
+        # held the event loop for 100-200 ms in the swap's soak (docs/api.md, "The swap window,
+        # third part"); here the unmapping runs without the interpreter lock.
+        started = time.monotonic()
         gc.collect()
+        state.retiring = None
+        log.info("replaced run released in %.0f ms", (time.monotonic() - started) * 1000)
+    previous = state.reader.catalog()
     try:
-        state.swapped = state.reader.refresh(before_publish=state.warm_cache)
+        if state.reader.refresh(before_publish=state.warm_cache):
+            state.retiring = previous
         state.refresh_error = None
     except Exception as exc:  # keep serving what we have; say why without data
         state.refresh_error = type(exc).__name__

@@ -438,9 +438,11 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(lake: Path, conf: Path, port: int, start_timeout: float = 1800.0) -> Iterator[Served]:
+def serving(
+    lake: Path, conf: Path, port: int, start_timeout: float = 1800.0, keep_log: Path | None = None
+) -> Iterator[Served]:
     """`postloan serve` on 127.0.0.1 as a child process, until the first run is loaded; stopped
-    (and its log file removed) on exit."""
+    (and its log file removed, copied to `keep_log` first when given) on exit."""
     import httpx
 
     from api.settings import load_api_settings
@@ -483,6 +485,8 @@ def serving(lake: Path, conf: Path, port: int, start_timeout: float = 1800.0) ->
             server.kill()
             server.wait()
         server_log.close()
+        if keep_log is not None:
+            shutil.copy(server_log.name, keep_log)
         Path(server_log.name).unlink(missing_ok=True)
 
 
@@ -722,13 +726,14 @@ class SoakPlan:
     window_seconds: float
     warmup_seconds: float
     stop_after_swaps: int | None
+    server_log: Path | None = None  # keep the server's log (its audit lines: each request's own time)
 
 
 def soak(lake: Path, conf: Path, port: int, plan: SoakPlan) -> dict[str, Any]:
     """Serve the lake and run the query mix for `plan.minutes` (or until `plan.stop_after_swaps` swaps were
     seen and their windows passed); sample the server's memory and CPU, watch /readyz and the
     ledger for new dates, and break the latencies down per minute, per swap and in steady state."""
-    with serving(lake, conf, port) as served:
+    with serving(lake, conf, port, keep_log=plan.server_log) as served:
         host = served.host
         state = asyncio.run(_readyz(host, port))
         if state.get("http") != 200:
@@ -1204,6 +1209,7 @@ def main(argv: list[str] | None = None) -> int:
     sk.add_argument("--cache-mb", type=int, default=None, help="override response_cache_mb (0 = off)")
     sk.add_argument("--workers", type=int, default=None, help="override workers")
     sk.add_argument("--json", type=Path, default=None, help="also write the results here")
+    sk.add_argument("--server-log", type=Path, default=None, help="keep the server's log (audit lines) here")
     e = sub.add_parser("engines")
     e.add_argument("--lake", type=Path, required=True)
     e.add_argument("--repeat", type=int, default=30)
@@ -1242,6 +1248,7 @@ def serve_and_measure(args: argparse.Namespace, conf: Path) -> dict[str, Any]:
         window_seconds=args.window_seconds,
         warmup_seconds=args.warmup_seconds,
         stop_after_swaps=args.stop_after_swaps,
+        server_log=args.server_log,
     )
     return soak(args.lake, conf, args.port, plan)
 
