@@ -60,7 +60,7 @@ def run_in_child(function: Callable[..., T], *args: Any, niceness: int, timeout_
     with ours:
         try:
             child = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno())],
+                [sys.executable, "-m", __name__, str(theirs.fileno()), str(niceness)],
                 pass_fds=[theirs.fileno()],
                 env=environment,
                 stdin=subprocess.DEVNULL,
@@ -69,7 +69,7 @@ def run_in_child(function: Callable[..., T], *args: Any, niceness: int, timeout_
             theirs.close()
         try:
             ours.settimeout(timeout_s)
-            _send(ours, (function, args, niceness))
+            _send(ours, (function, args))
             try:
                 outcome, result = _receive(ours)
             except TimeoutError as exc:
@@ -93,11 +93,14 @@ def _name(function: Callable[..., Any]) -> str:
     return getattr(function, "__qualname__", repr(function))
 
 
-def _serve_parent(descriptor: int) -> None:
-    """The child's side: read the call, lower the priority, run it, send the outcome back."""
+def _serve_parent(descriptor: int, niceness: int) -> None:
+    """The child's side: lower the priority, read the call, run it, send the outcome back."""
+    # Before the call is read: unpickling it imports the function's modules (Arrow, Polars,
+    # delta-rs: about a second of CPU), which at the server's priority took the cores from its
+    # requests just as the new date began to load.
+    yield_cpu(niceness)
     with socket.socket(fileno=descriptor) as sock:
-        function, args, niceness = _receive(sock)
-        yield_cpu(niceness)
+        function, args = _receive(sock)
         try:
             message: tuple[str, Any] = ("ok", function(*args))
         except Exception as exc:
@@ -190,4 +193,4 @@ def _read(sock: socket.socket, into: bytearray) -> bytearray:
 
 
 if __name__ == "__main__":
-    _serve_parent(int(sys.argv[1]))
+    _serve_parent(int(sys.argv[1]), int(sys.argv[2]))
