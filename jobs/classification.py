@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from jobs.columns import fired_codes, no_codes
 from jobs.config import RISK_CLASS_ORDER, ClassificationProfile, GradeRule, RiskClass
 from jobs.params import param
 
@@ -163,7 +164,7 @@ def _with_dpd_floor() -> Transform:
         loss = dpd > _p("dpd_loss_above")
         rank = F.when(loss, LOSS).when(doubtful, DOUBTFUL).when(substandard, SUBSTANDARD).when(special, SPECIAL_MENTION)
         # Every floor that fires is reported, not only the worst (a 100-day loan is also overdue).
-        reasons = F.array(
+        reasons = fired_codes(
             F.when(technical, F.lit(TECHNICAL_OVERDUE)),
             F.when(special, F.lit(DPD_OVERDUE)),
             F.when(substandard, F.lit(DPD_OVER_SUBSTANDARD)),
@@ -432,8 +433,8 @@ def _reasons() -> Column:
     clipped = overridden & (F.col(_RISK_RANK) != class_rank(F.col(_OVR_CLASS)))
     codes = F.concat(
         F.col(_DPD_REASONS),
-        F.coalesce(F.col(_SIG_REASONS), F.array().cast("array<string>")),
-        F.array(
+        F.coalesce(F.col(_SIG_REASONS), no_codes()),
+        fired_codes(
             F.when(F.col(_RST_RANK).isNotNull(), F.lit(RESTRUCTURED_OBSERVATION)),
             F.when(F.col(_HELD), F.lit(NPL_UPGRADE_PENDING)),
             F.when(F.col(_UPGRADED), F.lit(NPL_UPGRADED)),
@@ -442,8 +443,8 @@ def _reasons() -> Column:
             F.when(clipped, F.lit(OVERRIDE_BOUNDED)),
         ),
     )
-    # array_compact drops the rules that did not fire and types the elements as non-null.
-    return F.array_sort(F.array_distinct(F.array_compact(codes)))
+    # sort_array, not array_sort: the latter is interpreted, and with it every rule beneath it.
+    return F.sort_array(F.array_distinct(codes))
 
 
 def classify(

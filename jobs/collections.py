@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.allocation import agency_scorecard, build_placements, contract_columns
+from jobs.columns import fired_codes
 from jobs.config import AppConfig, ConfigError
 from jobs.params import param, with_params
 from jobs.sections.collections import ActionSpec, CaseRule, CollectionsConfig, ConductLimits
@@ -371,10 +372,6 @@ def enforce_conduct(limits: ConductLimits) -> Callable[[Column], Column]:
 # Cases
 
 
-def _codes(*codes: Column) -> Column:
-    return F.array_compact(F.array(*codes))
-
-
 def assess_cases(
     as_of: dt.date,
     since: dt.date,
@@ -419,7 +416,7 @@ def assess_cases(
             F.coalesce("mode", F.lit("IN_HOUSE")).alias("mode"),
             F.coalesce("owner_role", F.lit("OFFICER")).alias("owner_role"),
             raw.alias("_raw_actions"),
-            _codes(
+            fired_codes(
                 F.concat(F.lit("PROFILE:"), _profile()),
                 F.when(F.col("_rule_key").isNull(), F.lit("NO_RULE_MATCHED")).otherwise(
                     F.concat(F.lit("RULE:"), F.col("stage"))
@@ -497,7 +494,7 @@ def reminder_cases(
             F.lit(reminder.mode).alias("mode"),
             F.lit(reminder.owner).alias("owner_role"),
             _raw_actions_literal(reminder.actions).alias("_raw_actions"),
-            _codes(
+            fired_codes(
                 F.concat(F.lit("PROFILE:"), _profile()),
                 F.concat(F.lit("REMINDER_DUE:"), F.col("reminder_due_date").cast("string")),
             ).alias("_reasons"),
@@ -524,7 +521,7 @@ def with_placements(placements: DataFrame) -> Transform:
                 "_reasons",
                 F.concat(
                     F.col("_reasons"),
-                    _codes(
+                    fired_codes(
                         F.when(continuing, F.lit("PLACEMENT_CONTINUES")),
                         F.when(placed, F.concat(F.lit("AGENCY:"), F.col("agency_id"))),
                         F.when(
@@ -615,7 +612,8 @@ def with_owners(officers: DataFrame) -> Transform:
         return resolved.withColumn(
             "_reasons",
             F.concat(
-                F.col("_reasons"), _codes(F.when(fallback, F.concat(F.lit("OWNER_FALLBACK:"), F.col("owner_type"))))
+                F.col("_reasons"),
+                fired_codes(F.when(fallback, F.concat(F.lit("OWNER_FALLBACK:"), F.col("owner_type")))),
             ),
         ).drop("_COLLECTOR", "_RISK_MANAGER", "_left")
 
@@ -630,7 +628,7 @@ def finish_cases(as_of: dt.date, limits: ConductLimits) -> Transform:
         breaches = F.col("conduct_hours_breaches") + F.col("conduct_attempt_breaches")
         reasons = F.concat(
             F.col("_reasons"),
-            _codes(
+            fired_codes(
                 F.when(
                     F.col("conduct_hours_breaches") > 0,
                     F.concat(F.lit("CONDUCT_HOURS_BREACH:"), F.col("conduct_hours_breaches")),
