@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from jobs.columns import fired_codes, no_codes
 from jobs.config import RISK_CLASS_ORDER, ClassificationProfile, GradeRule, RiskClass
-from jobs.params import param
+from jobs.params import param, param_name
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -474,9 +474,15 @@ def classify(
     def transform(loans: DataFrame) -> DataFrame:
         _check_input(loans)
         columns = [*loans.columns, *OUTPUT_COLUMNS]
+        # Only the columns the rules read go through the stage's joins and sorts; the rest of each
+        # loan's row (86 columns, 1.3 KB a loan after the delinquency) joins back once at the end:
+        # 25-30% less time at 1M loans (docs/benchmarks.md).
+        read = {*REQUIRED_COLUMNS, *(param_name("classification", p) for p in PARAMS_USED)}
+        rest = loans.select("loan_id", *[c for c in loans.columns if c not in read])
         risk_rank = F.col(_RISK_RANK)
-        return (
-            loans.transform(_with_previous(previous))
+        classified = (
+            loans.select(*[c for c in loans.columns if c in read])
+            .transform(_with_previous(previous))
             .transform(_with_dpd_floor())
             .transform(_with_signal_floor(as_of, profile.signal_floors, signals, products))
             .transform(_with_schedule_facts(as_of, schedule))
@@ -493,8 +499,8 @@ def classify(
             )
             # Overrides carry no grade: the grade rules run within the class the override set.
             .withColumn("risk_grade", _risk_grade(profile.grades))
-            .select(*columns)
         )
+        return classified.join(rest, "loan_id").select(*columns)
 
     return transform
 
