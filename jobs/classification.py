@@ -443,7 +443,7 @@ def _reasons() -> Column:
             F.when(clipped, F.lit(OVERRIDE_BOUNDED)),
         ),
     )
-    # sort_array, not array_sort: the latter is interpreted, and with it every rule beneath it.
+    # sort_array, not array_sort: the latter is interpreted (no codegen), the former is not.
     return F.sort_array(F.array_distinct(codes))
 
 
