@@ -35,6 +35,7 @@ def spark() -> Iterator[SparkSession]:
             # As conf/spark/local.yaml: settled frames are kept serialized by Kryo, compressed.
             "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
             "spark.kryo.referenceTracking": "false",
+            "spark.kryo.pool": "false",
             "spark.rdd.compress": "true",
             "spark.databricks.delta.snapshotPartitions": "2",
             "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
