@@ -27,7 +27,7 @@ from schemas.landing import (
     LANDING_TABLES,
     LOAN_CHILDREN,
     LOANS,
-    MAX_AMOUNT,
+    MAX_AMOUNT_YUAN,
     NOT_UTF8,
     PRODUCTS,
     SCHEDULE,
@@ -127,9 +127,12 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
             if c.non_negative:
                 reasons.append(_reason(value < 0, "NEGATIVE_AMOUNT", c.name))
             if c.dtype == MONEY:
-                # Two comparisons, not abs: Spark's Decimal.abs compares with a zero of another scale,
-                # which goes through BigDecimal on every row (1-2 s of a 1M night's ingest).
-                out_of_range = (value >= F.lit(MAX_AMOUNT)) | (value <= F.lit(-MAX_AMOUNT))
+                # Two comparisons with a bound cast from an integer, which Spark holds as a long
+                # like the column's values. Not abs (Spark's Decimal.abs compares with a zero of
+                # another scale) and not a Python Decimal literal (held as a java BigDecimal): either
+                # takes every row's comparison through BigDecimal, three times slower.
+                bound = F.lit(MAX_AMOUNT_YUAN).cast(c.dtype)
+                out_of_range = (value >= bound) | (value <= -bound)
                 reasons.append(_reason(out_of_range, "AMOUNT_OUT_OF_RANGE", c.name))
         verdict = F.concat_ws(SEPARATOR, *encoding, *reasons)
         keep_raw = reduce(lambda a, b: a | b, lossy, verdict != "")

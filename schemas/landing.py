@@ -20,7 +20,8 @@ NOT_UTF8 = "_not_utf8"
 # No retail amount comes near a trillion yuan (一萬億); a larger one is a broken extract (a unit or
 # a scale slipped), refused as AMOUNT_OUT_OF_RANGE. The bound is also what lets the night sum a
 # loan's amounts as whole cents in a long (jobs/delinquency.py, `cents`).
-MAX_AMOUNT = Decimal("1000000000000.00")
+MAX_AMOUNT_YUAN = 1_000_000_000_000
+MAX_AMOUNT = Decimal(MAX_AMOUNT_YUAN).quantize(Decimal("0.01"))
 
 REPAYMENT_METHODS = ("EQUAL_INSTALLMENT", "EQUAL_PRINCIPAL", "BULLET", "INTEREST_ONLY")
 PAYMENT_MODES = ("ENTRUSTED", "AUTONOMOUS")
