@@ -15,12 +15,12 @@ import pkgutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import io
@@ -135,11 +135,14 @@ def build_snapshot(
     ).withColumn("as_of_date", F.lit(as_of))
 
 
-def validate_snapshot(snapshot: DataFrame) -> dict[str, int]:
-    """Contract checks on the snapshot before it is published; returns summary counts."""
-    checks = snapshot.agg(
+def snapshot_checks() -> list[Column]:
+    """The snapshot's contract checks and summary counts, as aggregates over its rows.
+
+    No distinct count among them, so they can be observed while the snapshot is settled
+    (`Observation`, which takes no distinct aggregate) instead of costing a pass of their own.
+    """
+    return [
         F.count(F.lit(1)).alias("loans"),
-        F.countDistinct("loan_id").alias("distinct_loans"),
         F.sum(F.when(~F.col("risk_class").isin(*RISK_CLASSES) | F.col("risk_class").isNull(), 1).otherwise(0)).alias(
             "bad_class"
         ),
@@ -149,18 +152,32 @@ def validate_snapshot(snapshot: DataFrame) -> dict[str, int]:
         *[F.sum(F.when(F.col("risk_class") == c, 1).otherwise(0)).alias(f"class_{c}") for c in RISK_CLASSES],
         *[F.sum(F.when(F.col("bucket") == b, 1).otherwise(0)).alias(f"bucket_{b}") for b in BUCKETS],
         F.sum(F.col("is_npl").cast("int")).alias("npl_loans"),
-    ).first()
-    assert checks is not None
-    counts = {k: int(v or 0) for k, v in checks.asDict().items()}
+    ]
+
+
+def validate_snapshot(snapshot: DataFrame, counted: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """Contract checks on the snapshot before it is published; returns summary counts.
+
+    `counted` holds `snapshot_checks` as observed while the snapshot was settled; without it they
+    are counted here.
+    """
+    if counted is None:
+        row = snapshot.agg(*snapshot_checks()).first()
+        assert row is not None
+        counted = row.asDict()
+    counts = {k: int(v or 0) for k, v in counted.items()}
+    # The keys alone, grouped: a distinct count beside the other checks made Spark expand every
+    # row once per kind of aggregate (2.3 s on a 1M-loan night, and a 4.5 s compilation).
+    repeated = snapshot.groupBy("loan_id").count().where(F.col("count") > 1).agg(F.sum(F.col("count") - 1)).first()
     problems = []
-    if counts["loans"] != counts["distinct_loans"]:
-        problems.append(f"{counts['loans'] - counts['distinct_loans']} duplicate loan rows")
+    if repeated is not None and repeated[0]:
+        problems.append(f"{repeated[0]} duplicate loan rows")
     for name in ("bad_class", "bad_bucket", "bad_dpd", "bad_balance"):
         if counts[name]:
             problems.append(f"{counts[name]} rows with {name.removeprefix('bad_')} out of contract")
     if problems:
         raise DataQualityError("loan_snapshot: " + "; ".join(problems))
-    return {k: v for k, v in counts.items() if not k.startswith("bad_") and k != "distinct_loans"}
+    return {k: v for k, v in counts.items() if not k.startswith("bad_")}
 
 
 def run_nightly(
@@ -292,8 +309,13 @@ def _run(
                 loans = loans_on_book(as_of, tables, params)
                 # Classification reads the delinquency result several times (signals, schedule).
                 delinquent = settle(build_delinquency(as_of, config, tables, loans))
-                snapshot = settle(build_snapshot(as_of, config, tables, delinquent, previous_snapshot))
-                report.summary = validate_snapshot(snapshot)
+                checks = Observation("snapshot_checks")
+                snapshot = settle(
+                    build_snapshot(as_of, config, tables, delinquent, previous_snapshot).observe(
+                        checks, *snapshot_checks()
+                    )
+                )
+                report.summary = validate_snapshot(snapshot, checks.get)
                 history = snapshot.transform(classification_changes(as_of, report.previous_as_of, previous_snapshot))
                 figures.update(previous_as_of=report.previous_as_of, summary=report.summary)
 
