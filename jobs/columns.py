@@ -15,6 +15,11 @@ from pyspark.sql import functions as F
 from schemas.base import STRINGS
 
 
+def sql_name(name: str) -> str:
+    """A column's name quoted for SQL text (`F.expr`, `selectExpr`)."""
+    return f"`{name}`"
+
+
 def no_codes() -> Column:
     """An empty array<string> whose elements are typed non-null (the contracts' STRINGS)."""
     return F.array().cast(STRINGS)
