@@ -20,6 +20,11 @@ def sql_name(name: str) -> str:
     return f"`{name}`"
 
 
+def sql_string(text: str) -> str:
+    """A string literal for SQL text."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def no_codes() -> Column:
     """An empty array<string> whose elements are typed non-null (the contracts' STRINGS)."""
     return F.array().cast(STRINGS)

@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.columns import sql_name
+from jobs.columns import sql_name, sql_string
 from jobs.config import OperationsConfig
 from schemas.base import Table
 from schemas.lake import RUN_LEDGER
@@ -303,22 +303,18 @@ def table_path(lake: Path, table: Table) -> str:
     return str((lake / table.name).resolve())
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def create_table(spark: SparkSession, lake: Path, table: Table, layout: WriteLayout | None = None) -> None:
     """Create the Delta table from its contract if it does not exist (comments included)."""
     properties = (layout or WriteLayout()).properties(table)
     columns = ",\n  ".join(
-        f"`{c.name}` {c.dtype.simpleString()}{'' if c.nullable else ' NOT NULL'} COMMENT {_sql_string(c.comment)}"
+        f"{sql_name(c.name)} {c.dtype.simpleString()}{'' if c.nullable else ' NOT NULL'} COMMENT {sql_string(c.comment)}"
         for c in table.columns
     )
     partition = f"PARTITIONED BY ({', '.join(table.partition_by)})" if table.partition_by else ""
-    props = ", ".join(f"{_sql_string(k)} = {_sql_string(v)}" for k, v in properties.items())
+    props = ", ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in properties.items())
     spark.sql(
         f"CREATE TABLE IF NOT EXISTS delta.`{table_path(lake, table)}` (\n  {columns}\n) USING delta "
-        f"{partition} COMMENT {_sql_string(table.comment)} TBLPROPERTIES ({props})"
+        f"{partition} COMMENT {sql_string(table.comment)} TBLPROPERTIES ({props})"
     )
 
 
@@ -570,7 +566,7 @@ def set_table_properties(spark: SparkSession, lake: Path, table: Table, wanted: 
     held = table_properties(spark, lake, table)
     changed = {k: v for k, v in wanted.items() if held.get(k) != v}
     if changed:
-        props = ", ".join(f"{_sql_string(k)} = {_sql_string(v)}" for k, v in changed.items())
+        props = ", ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in changed.items())
         spark.sql(f"ALTER TABLE delta.`{table_path(lake, table)}` SET TBLPROPERTIES ({props})")
     return changed
 
