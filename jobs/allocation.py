@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.sections.collections import AllocationConfig, FeeBand
+from jobs.spark import local_frame
 from schemas.base import Column as ContractColumn
 from schemas.base import Table
 from schemas.collections import AGENCY_PLACEMENTS, AGENCY_SCORECARD
@@ -380,7 +381,8 @@ def allocate(as_of: dt.date, agencies: DataFrame, config: AllocationConfig) -> T
         quotas = plan_quotas(counts, pool, config)
         challenger = {a.agency_id: a.challenger for a in pool}
         slots = (
-            spark.createDataFrame(
+            local_frame(
+                spark,
                 [(c, a, q, challenger[a]) for (c, a), q in sorted(quotas.items())],
                 "_class string, agency_id string, _q int, challenger boolean",
             )
@@ -406,7 +408,7 @@ def allocate(as_of: dt.date, agencies: DataFrame, config: AllocationConfig) -> T
         for a in sorted(pool, key=lambda a: a.agency_id):
             for region in a.regions:
                 regions.setdefault(region, []).append(a.agency_id)
-        serving = spark.createDataFrame(sorted(regions.items()), "region_code string, _serving array<string>")
+        serving = local_frame(spark, sorted(regions.items()), "region_code string, _serving array<string>")
         reason = (
             F.when(F.col("agency_id").isNotNull(), F.lit(None))
             .when(F.col("_held").isNotNull(), F.col("_held"))
@@ -463,7 +465,7 @@ def _ended(as_of: dt.date, frame: DataFrame) -> DataFrame:
 
 
 def _empty_placements(like: DataFrame) -> DataFrame:
-    return like.sparkSession.createDataFrame([], AGENCY_PLACEMENTS.schema)
+    return local_frame(like.sparkSession, [], AGENCY_PLACEMENTS.schema)
 
 
 def build_placements(
@@ -619,7 +621,8 @@ def agency_scorecard(
     spark = placements.sparkSession
     current = month_start(as_of)
     previous = previous_month_start(as_of)
-    months = spark.createDataFrame(
+    months = local_frame(
+        spark,
         [(previous, current - dt.timedelta(days=1), True), (current, as_of, False)],
         "month date, period_end date, settled boolean",
     )

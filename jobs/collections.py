@@ -26,6 +26,7 @@ from jobs.columns import fired_codes
 from jobs.config import AppConfig, ConfigError
 from jobs.params import param, with_params
 from jobs.sections.collections import ActionSpec, CaseRule, CollectionsConfig, ConductLimits
+from jobs.spark import local_frame
 from jobs.stages import StageContext, materialize
 from schemas.base import Table
 from schemas.collections import AGENCY_PLACEMENTS, AGENCY_SCORECARD, COLLECTION_CASES
@@ -268,7 +269,7 @@ def rules_frame(spark: SparkSession, config: CollectionsConfig) -> DataFrame:
         for name, profile in sorted(config.profiles.items())
         for i, r in enumerate(profile.rules)
     ]
-    return spark.createDataFrame(rows, schema)
+    return local_frame(spark, rows, schema)
 
 
 def _by_profile(values: Mapping[str, Any], cast: str) -> Column:

@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from jobs.delinquency import with_branch_hierarchy
 from jobs.params import TIER1, param, param_name, with_params
 from jobs.sections.inspections import DEFAULT_PRIORITIES, InspectionsConfig
+from jobs.spark import local_frame
 from jobs.stages import StageContext
 from schemas.base import Table
 from schemas.inspections import (
@@ -988,7 +989,7 @@ def _table(ctx: StageContext, table: Table) -> DataFrame:
     if frame is not None:
         return frame
     spark: SparkSession = ctx.spark
-    return spark.createDataFrame([], table.schema)
+    return local_frame(spark, [], table.schema)
 
 
 def _organisation(ctx: StageContext) -> DataFrame:

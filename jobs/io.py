@@ -30,6 +30,7 @@ from pyspark.sql import types as T
 
 from jobs.columns import sql_name, sql_string
 from jobs.config import OperationsConfig
+from jobs.spark import local_frame
 from schemas.base import Table
 from schemas.lake import RUN_LEDGER
 from schemas.landing import NOT_UTF8
@@ -153,7 +154,7 @@ def read_landing(spark: SparkSession, landing: Path, table: Table) -> DataFrame:
     found = find_landing(landing, table)
     if found is None:
         empty = T.StructType([T.StructField(c.name, T.StringType()) for c in table.columns])
-        return spark.createDataFrame([], empty)
+        return local_frame(spark, [], empty)
     if found.fmt == "parquet":
         return spark.read.parquet(*[str(p) for p in found.files]).select(*table.names).transform(check_utf8(table))
     # Spark names the columns of one read after a single header and takes every file's fields by
@@ -413,8 +414,8 @@ def append_ledger_rows(
         row = {c.name: entry.get(c.name) for c in RUN_LEDGER.columns}
         for name in ("input_rows", "accepted_rows", "quarantined_rows", "output_rows", "table_versions", "summary"):
             row[name] = {k: int(v) for k, v in (row[name] or {}).items()}
-        rows.append(row)
-    frame = spark.createDataFrame(rows, RUN_LEDGER.schema)
+        rows.append(tuple(row.values()))
+    frame = local_frame(spark, rows, RUN_LEDGER.schema)
     frame.write.format("delta").mode("append").save(table_path(lake, RUN_LEDGER))
 
 

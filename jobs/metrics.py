@@ -26,6 +26,7 @@ from jobs.config import AppConfig, ConfigError
 from jobs.delinquency import cents, with_branch_hierarchy
 from jobs.params import param, with_params
 from jobs.sections.metrics import MetricsConfig
+from jobs.spark import local_frame
 from jobs.stages import StageContext, materialize
 from schemas.base import Table
 from schemas.lake import BUCKETS, LOAN_SNAPSHOT, NPL_CLASSES
@@ -777,8 +778,8 @@ def kpi_breaches(as_of: dt.date, config: MetricsConfig, roll: DataFrame | None, 
             values = values.unionByName(cure)
         spark = portfolio.sparkSession
         target_rows = [(t.metric, g, t.tier1_branch, t.limit) for t in config.targets for g in t.groupings]
-        targets = spark.createDataFrame(
-            target_rows, "_t_metric string, _t_grouping string, _t_tier1 string, _t_limit decimal(18,6)"
+        targets = local_frame(
+            spark, target_rows, "_t_metric string, _t_grouping string, _t_tier1 string, _t_limit decimal(18,6)"
         )
         specific = targets.where(F.col("_t_tier1").isNotNull()).select(
             F.col("_t_metric").alias("_s_metric"),
@@ -1044,9 +1045,9 @@ def local_copy(frame: DataFrame) -> DataFrame:
 
     Every DataFrame call re-analyses the whole plan beneath it, and a landing table's plan carries the
     whole ingest validation; a plan that embeds it a dozen times can exhaust the driver's memory in
-    analysis alone. One collect of a few hundred rows avoids that.
+    analysis alone. One collect of a few hundred rows avoids that (as Arrow: no Python worker).
     """
-    return frame.sparkSession.createDataFrame(frame.collect(), frame.schema)
+    return frame.sparkSession.createDataFrame(frame.toArrow(), frame.schema)
 
 
 def build_metrics(ctx: StageContext) -> dict[Table, DataFrame]:
@@ -1111,7 +1112,7 @@ def build_metrics(ctx: StageContext) -> dict[Table, DataFrame]:
 
     def shaped(table: Table, frame: DataFrame | None) -> DataFrame:
         if frame is None:
-            return ctx.spark.createDataFrame([], table.schema)
+            return local_frame(ctx.spark, [], table.schema)
         return _shape(frame, table)
 
     return {

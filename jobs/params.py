@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.config import AppConfig, OverrideRule, overridable_sections, scalar_fields
+from jobs.spark import local_frame
 
 TIER1 = "tier1_branch_id"
 PRODUCT = "product_code"
@@ -86,7 +87,7 @@ def params_frame(
     fields = [T.StructField(TIER1, T.StringType()), T.StructField(PRODUCT, T.StringType(), False)]
     fields += [T.StructField(k, _spark_type(v)) for k, v in sample.items() if k not in (TIER1, PRODUCT)]
     schema = T.StructType(fields)
-    return spark.createDataFrame([tuple(r[f.name] for f in fields) for r in rows], schema)
+    return local_frame(spark, [tuple(r[f.name] for f in fields) for r in rows], schema)
 
 
 def with_params(params: DataFrame) -> Callable[[DataFrame], DataFrame]:
