@@ -105,7 +105,9 @@ def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
                 blank = f"({source} IS NULL)"
                 if isinstance(c.dtype, T.DateType):
                     # A Parquet date can hold years a Python reader of the lake cannot (0, 10000).
-                    value = f"(CASE WHEN year({source}) BETWEEN 1 AND 9999 THEN {source} END)"
+                    # Two comparisons, not BETWEEN: Spark 4 plans BETWEEN's operand as a common
+                    # expression in a projection of its own, which tripled the loans' parse.
+                    value = f"(CASE WHEN year({source}) >= 1 AND year({source}) <= 9999 THEN {source} END)"
                 unparsable = f"({source} IS NOT NULL AND {value} IS NULL)"
             else:
                 text = f"trim(CAST({source} AS STRING))"
