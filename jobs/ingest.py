@@ -76,9 +76,10 @@ TRUE_TEXTS, FALSE_TEXTS = "('true', '1', 'y', 'yes')", "('false', '0', 'n', 'no'
 def parse(table: Table) -> Callable[[DataFrame], DataFrame]:
     """Cast raw columns to the contract's types; keep the raw record; collect per-row reasons.
 
-    The checks are SQL text, one expression per output column: built from Column objects they
-    took about 40 Py4J round trips per landing column, 43,000 for the fifteen tables and 4 s of
-    the driver's time every night before any row was read."""
+    The checks are SQL text, one expression per output column: built from Column objects (3-4 Py4J
+    round trips per function, about 40 per landing column) the plans of the fifteen tables' checks
+    took 53,000 round trips, 4-6 s of the driver's time every night before any row was read; now
+    7,300 (docs/benchmarks.md, "The driver's own time")."""
 
     def transform(raw: DataFrame) -> DataFrame:
         delivered = {f.name: f.dataType for f in raw.schema.fields}
