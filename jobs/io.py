@@ -223,7 +223,7 @@ def shown_safely(latin1: str) -> str:
     """Bytes (SQL text of a value read as ISO-8859-1) that are not all UTF-8, as text: the
     characters decoded, each stray byte as `\\xNN` and a delivered backslash doubled, so the two
     cannot be confused. A piece of one high byte is a stray: every character beyond ASCII is 2-4
-    bytes. (Raw literals, r'...': the backslashes are the regular expressions' own.)"""
+    bytes. The literals are raw (r'...'): each backslash reaches Spark as written."""
     return (
         f"array_join(transform(regexp_extract_all({latin1}, r'{UTF8_PIECES}', 1), piece -> "
         "CASE WHEN length(piece) = 1 AND piece RLIKE r'[\\x80-\\xFF]' "
@@ -245,7 +245,7 @@ def _named_not_utf8(table: Table, texts: Mapping[str, tuple[str, str]]) -> list[
     ]
     if not texts:
         return fields
-    named = ", ".join(f"CASE WHEN NOT {valid[name]} THEN '{name}' END" for name in texts)
+    named = ", ".join(f"CASE WHEN NOT {valid[name]} THEN {sql_string(name)} END" for name in texts)
     clean = " AND ".join(valid.values())
     return [
         *fields,
