@@ -187,7 +187,8 @@ def main() -> None:
         if args.history_only:
             dates.pop()
         if args.resume:
-            dates = [day for day in dates if day == args.as_of or day not in succeeded_dates(lake)]
+            done = succeeded_dates(lake)
+            dates = [day for day in dates if day == args.as_of or day not in done]
         for day in dates:
             start = time.perf_counter()
             core_only = args.core_only or (args.core_history and day != args.as_of)
