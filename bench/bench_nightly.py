@@ -38,7 +38,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import psutil
-from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
 from jobs import io
@@ -46,7 +45,6 @@ from jobs.config import load_config
 from jobs.generate import generate_landing
 from jobs.pipeline import STAGES, previous_month_end, run_nightly
 from jobs.spark import build_session
-from schemas.lake import RUN_LEDGER
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -131,13 +129,9 @@ def shuffle_profile(event_dir: Path, marks: StepMarks) -> dict[str, dict[str, fl
 
 
 def succeeded_dates(lake: Path) -> set[dt.date]:
-    """Dates the ledger shows SUCCEEDED, read with delta-rs: reading it with Spark here warmed the
-    session (its first jobs, Delta's classes, the ledger's snapshot) before the night's timer
-    started, where a scheduled `postloan nightly` pays that inside the night."""
-    if not io.table_exists(lake, RUN_LEDGER):
-        return set()
-    ledger = DeltaTable(io.table_path(lake, RUN_LEDGER)).to_pyarrow_table(columns=["as_of_date", "status"])
-    return {row["as_of_date"] for row in ledger.to_pylist() if row["status"] == "SUCCEEDED"}
+    """Dates the ledger shows SUCCEEDED, read as the night reads them (delta-rs): reading them with
+    Spark here warmed the session before the night's timer started."""
+    return {run.as_of_date for run in io.succeeded_runs(lake)}
 
 
 def main() -> None:

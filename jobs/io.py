@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,72 @@ class LandingFiles:
     files: tuple[Path, ...]
     # CSV only: each file's header line, as delivered.
     headers: tuple[str, ...] = ()
+    # Parquet only: the schema Spark would infer, when the footers tell it for certain.
+    schema: T.StructType | None = None
+
+
+# Spark infers a Parquet table's schema with a job that reads a footer (one job per landing table,
+# 5 s of a night's cold start), footers this module has read already. The types below are the
+# ones whose Spark type the footer decides alone (each checked against Spark's own inference in
+# tests/test_landing_schema.py); any other column (nested, unsigned, a naive or INT96 timestamp,
+# plain binary), a schema Spark wrote into the file, or files that differ leave it to Spark.
+_PLAIN_PARQUET_TYPES: dict[tuple[str, str], T.DataType] = {
+    ("BOOLEAN", '{"Type":"None"}'): T.BooleanType(),
+    ("INT32", '{"Type":"None"}'): T.IntegerType(),
+    ("INT32", '{"Type":"Int","bitWidth":8,"isSigned":true}'): T.ByteType(),
+    ("INT32", '{"Type":"Int","bitWidth":16,"isSigned":true}'): T.ShortType(),
+    ("INT32", '{"Type":"Int","bitWidth":32,"isSigned":true}'): T.IntegerType(),
+    ("INT32", '{"Type":"Date"}'): T.DateType(),
+    ("INT64", '{"Type":"None"}'): T.LongType(),
+    ("INT64", '{"Type":"Int","bitWidth":64,"isSigned":true}'): T.LongType(),
+    ("FLOAT", '{"Type":"None"}'): T.FloatType(),
+    ("DOUBLE", '{"Type":"None"}'): T.DoubleType(),
+    ("BYTE_ARRAY", '{"Type":"String"}'): T.StringType(),
+}
+# Spark's key for the schema it writes into its own Parquet files, which its inference prefers.
+_SPARK_SCHEMA_KEY = b"org.apache.spark.sql.parquet.row.metadata"
+
+
+def _decimal_digits(physical: str, length: int) -> int:
+    """The most decimal digits Spark reads from a Parquet decimal of this physical type."""
+    if physical == "INT32":
+        return 9
+    if physical == "INT64":
+        return 18
+    if physical == "FIXED_LEN_BYTE_ARRAY":
+        return len(str(2 ** (8 * length - 1) - 1)) - 1 if length > 0 else 0
+    return 38 if physical == "BYTE_ARRAY" else 0
+
+
+def _spark_type(column: pq.ColumnSchema) -> T.DataType | None:
+    logical = column.logical_type
+    if logical.type == "TIMESTAMP":
+        stamp = json.loads(logical.to_json())
+        utc = column.physical_type == "INT64" and stamp.get("isAdjustedToUTC") is True
+        return T.TimestampType() if utc and stamp.get("timeUnit") in ("milliseconds", "microseconds") else None
+    if logical.type == "DECIMAL":
+        precision, scale = column.precision, column.scale
+        if 0 < precision <= min(38, _decimal_digits(column.physical_type, column.length)) and 0 <= scale <= precision:
+            return T.DecimalType(precision, scale)
+        return None
+    return _PLAIN_PARQUET_TYPES.get((column.physical_type, logical.to_json()))
+
+
+def parquet_schema(metadata: pq.FileMetaData, names: list[str]) -> T.StructType | None:
+    """The schema Spark infers from a Parquet file with this footer (`names`: its top-level
+    fields), or None where only Spark can tell."""
+    if metadata.metadata and _SPARK_SCHEMA_KEY in metadata.metadata:
+        return None
+    leaves = [metadata.schema.column(i) for i in range(metadata.num_columns)]
+    if [c.path for c in leaves] != names or len({n.lower() for n in names}) != len(names):
+        return None  # nested fields, or names Spark's case-insensitive reading confuses
+    fields = []
+    for column in leaves:
+        spark_type = _spark_type(column)
+        if spark_type is None:
+            return None
+        fields.append(T.StructField(column.name, spark_type, nullable=True))
+    return T.StructType(fields)
 
 
 def find_landing(landing: Path, table: Table) -> LandingFiles | None:
@@ -122,15 +189,19 @@ def find_landing(landing: Path, table: Table) -> LandingFiles | None:
         raise LandingError(folder, "no .parquet or .csv files")
     required = [c.name for c in table.columns]
     if parquet:
+        schemas = []
         for path in parquet:
             try:
-                names = set(pq.read_schema(path).names)
+                metadata = pq.read_metadata(path)
+                names = metadata.schema.to_arrow_schema().names
             except Exception as exc:  # pyarrow raises several types for a broken footer
                 raise LandingError(path, f"unreadable Parquet file ({type(exc).__name__})") from None
             for column in required:
                 if column not in names:
                     raise LandingError(path, f"missing column {column}")
-        return LandingFiles(table, "parquet", tuple(parquet))
+            schemas.append(parquet_schema(metadata, names))
+        agreed = schemas[0] if all(s == schemas[0] for s in schemas) else None
+        return LandingFiles(table, "parquet", tuple(parquet), schema=agreed)
     headers: list[str] = []
     for path in csv:
         try:
@@ -156,7 +227,8 @@ def read_landing(spark: SparkSession, landing: Path, table: Table) -> DataFrame:
         empty = T.StructType([T.StructField(c.name, T.StringType()) for c in table.columns])
         return local_frame(spark, [], empty)
     if found.fmt == "parquet":
-        return spark.read.parquet(*[str(p) for p in found.files]).select(*table.names).transform(check_utf8(table))
+        reader = spark.read if found.schema is None else spark.read.schema(found.schema)
+        return reader.parquet(*[str(p) for p in found.files]).select(*table.names).transform(check_utf8(table))
     # Spark names the columns of one read after a single header and takes every file's fields by
     # position: files whose headers differ are read apart, then matched by name.
     groups: dict[tuple[str, bool], list[Path]] = {}
@@ -422,7 +494,7 @@ def append_ledger_rows(
 def fail_abandoned(spark: SparkSession, lake: Path, run_id: str, layout: WriteLayout | None = None) -> None:
     """Close the RUNNING row a killed run left behind (its lock was taken over), so the ledger
     tells the whole story; nothing when the lock was a maintenance's (it has no ledger rows)."""
-    rows = [r for r in ledger_rows(spark, lake) if r["run_id"] == run_id]
+    rows = [r for r in ledger_rows(lake) if r["run_id"] == run_id]
     if not rows or any(r["status"] != "RUNNING" for r in rows):
         return
     first = rows[0]
@@ -446,44 +518,34 @@ class SucceededRun:
     table_versions: dict[str, int]
 
 
-def latest_succeeded(spark: SparkSession, lake: Path, before: dt.date) -> SucceededRun | None:
+def latest_succeeded(lake: Path, before: dt.date) -> SucceededRun | None:
     """The most recent SUCCEEDED run for a business date earlier than `before` (the state a run
     builds on); among reruns of that date, the last to finish."""
-    if not table_exists(lake, RUN_LEDGER):
-        return None
-    row = (
-        read_table(spark, lake, RUN_LEDGER)
-        .where((F.col("status") == "SUCCEEDED") & (F.col("as_of_date") < F.lit(before)))
-        .orderBy(F.col("as_of_date").desc(), F.col("finished_at").desc())
-        .first()
-    )
-    if row is None:
-        return None
-    return SucceededRun(row["run_id"], row["as_of_date"], dict(row["table_versions"]))
+    earlier = [r for r in succeeded_runs(lake) if r.as_of_date < before]
+    return earlier[-1] if earlier else None
 
 
-def succeeded_runs(spark: SparkSession, lake: Path) -> list[SucceededRun]:
+def succeeded_runs(lake: Path) -> list[SucceededRun]:
     """The run that serves each business date: its latest SUCCEEDED run."""
-    return [SucceededRun(r["run_id"], r["as_of_date"], dict(r["table_versions"])) for r in serving_rows(spark, lake)]
+    return [SucceededRun(r["run_id"], r["as_of_date"], dict(r["table_versions"])) for r in serving_rows(lake)]
 
 
-def serving_rows(spark: SparkSession, lake: Path) -> list[dict[str, Any]]:
+def serving_rows(lake: Path) -> list[dict[str, Any]]:
     """The SUCCEEDED ledger row of the run serving each business date, oldest date first."""
-    if not table_exists(lake, RUN_LEDGER):
-        return []
-    rows = read_table(spark, lake, RUN_LEDGER).where(F.col("status") == "SUCCEEDED").collect()
-    latest: dict[dt.date, Any] = {}
-    for row in rows:
+    latest: dict[dt.date, dict[str, Any]] = {}
+    for row in ledger_rows(lake):
+        if row["status"] != "SUCCEEDED":
+            continue
         held = latest.get(row["as_of_date"])
         if held is None or row["finished_at"] > held["finished_at"]:
             latest[row["as_of_date"]] = row
-    return [r.asDict(recursive=True) for _, r in sorted(latest.items())]
+    return [r for _, r in sorted(latest.items())]
 
 
 def history(spark: SparkSession, lake: Path, table: Table, start: dt.date, end: dt.date) -> DataFrame | None:
     """A date-partitioned table's rows for each business date in [start, end) that a SUCCEEDED
     run serves, each date read at the version its run wrote (a later failed rerun is invisible)."""
-    runs = [r for r in succeeded_runs(spark, lake) if start <= r.as_of_date < end and table.name in r.table_versions]
+    runs = [r for r in succeeded_runs(lake) if start <= r.as_of_date < end and table.name in r.table_versions]
     by_version: dict[int, list[dt.date]] = {}
     for run in runs:
         by_version.setdefault(run.table_versions[table.name], []).append(run.as_of_date)
@@ -499,10 +561,24 @@ def history(spark: SparkSession, lake: Path, table: Table, start: dt.date, end: 
     return result
 
 
-def ledger_rows(spark: SparkSession, lake: Path) -> list[dict[str, Any]]:
+def ledger_rows(lake: Path) -> list[dict[str, Any]]:
+    """Every ledger row, as Spark would give it: times naive UTC, maps as dicts.
+
+    Read with delta-rs: the ledger is a few hundred rows, which Spark read at the start of every
+    night through Delta's cold snapshot and three jobs, 6-7 s before the first landing row."""
     if not table_exists(lake, RUN_LEDGER):
         return []
-    return [r.asDict(recursive=True) for r in read_table(spark, lake, RUN_LEDGER).collect()]
+    ledger = DeltaTable(table_path(lake, RUN_LEDGER)).to_pyarrow_table(columns=RUN_LEDGER.names)
+    return [
+        {name: _naive_utc(value) for name, value in row.items()} for row in ledger.to_pylist(maps_as_pydicts="strict")
+    ]
+
+
+def _naive_utc(value: Any) -> Any:
+    # The ledger's times are written naive UTC (Spark's session time zone); delta-rs gives them aware.
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
 
 
 # --------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def maintain(
         if stale is not None:
             tracker.event("stale_lock_taken_over", level=logging.WARNING, abandoned_run_id=stale.get("run_id"))
             io.fail_abandoned(spark, lake, str(stale.get("run_id")))
-        serving = {row["as_of_date"]: row for row in io.serving_rows(spark, lake)}
+        serving = {row["as_of_date"]: row for row in io.serving_rows(lake)}
         newest = max(serving) if serving else None
 
         with tracker.stage("properties", "properties: retention and row groups from configuration") as figures:

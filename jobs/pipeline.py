@@ -265,7 +265,7 @@ def _run(
         if stale is not None:
             tracker.event("stale_lock_taken_over", level=logging.WARNING, abandoned_run_id=stale.get("run_id"))
             io.fail_abandoned(spark, lake, str(stale.get("run_id")), layout)
-        previous = io.latest_succeeded(spark, lake, as_of)
+        previous = io.latest_succeeded(lake, as_of)
         report.previous_as_of = previous.as_of_date if previous else None
         base_entry: dict[str, Any] = {
             "run_id": run_id,
@@ -514,7 +514,7 @@ def run_dates_command(
         observer = Observer(console=sys.stdout, events=events)
         spark = build_session(config.spark)
         if catch_up is not None:
-            served = [r.as_of_date for r in io.succeeded_runs(spark, lake)]
+            served = [r.as_of_date for r in io.succeeded_runs(lake)]
             try:
                 dates = catch_up_dates(served, catch_up[0], dates[-1], catch_up[1])
             except ValueError as exc:

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs.generate import generate_landing
+from jobs.io import find_landing
 from schemas.base import Table
 from schemas.landing import (
     BRANCHES,
@@ -73,6 +74,9 @@ def test_every_table_is_written_with_exactly_the_contract_schema(
         actual_df = read(spark, landing, table)
         assert [(f.name, f.dataType) for f in actual_df.schema] == [(f.name, f.dataType) for f in table.schema]
         assert actual_df.count() == counts[table.name] > 0, table.name
+        # The night reads it with the schema its footers give, which must be Spark's own.
+        found = find_landing(landing, table)
+        assert found is not None and found.schema == actual_df.schema, table.name
     assert counts["loans"] == LOANS_N
 
 
