@@ -128,12 +128,6 @@ def shuffle_profile(event_dir: Path, marks: StepMarks) -> dict[str, dict[str, fl
     return {step: {k: round(v, 1) for k, v in row.items()} for step, row in totals.items()}
 
 
-def succeeded_dates(lake: Path) -> set[dt.date]:
-    """Dates the ledger shows SUCCEEDED, read as the night reads them (delta-rs): reading them with
-    Spark here warmed the session before the night's timer started."""
-    return {run.as_of_date for run in io.succeeded_runs(lake)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loans", type=int, default=100_000)
@@ -181,7 +175,9 @@ def main() -> None:
         if args.history_only:
             dates.pop()
         if args.resume:
-            done = succeeded_dates(lake)
+            # Read as the night reads them (delta-rs): with Spark here, the session was warm before
+            # the night's timer started, where a scheduled `postloan nightly` pays that inside it.
+            done = {run.as_of_date for run in io.succeeded_runs(lake)}
             dates = [day for day in dates if day == args.as_of or day not in done]
         for day in dates:
             start = time.perf_counter()
