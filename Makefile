@@ -6,12 +6,14 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 JARS    := jars/lib/.fetched
+# The driver JVM's class archive (jobs/classcache.py): belongs to this JDK and these jars.
+CDS     := jars/lib/postloan.jsa
 # The GraphQL-over-HTTP conformance audit (graphql-http, Node) that the API tests run.
 AUDIT   := api/audit/node_modules/.package-lock.json
 
 .PHONY: setup demo test lint bench bundle clean
 
-setup: $(STAMP) $(JARS) $(AUDIT)
+setup: $(STAMP) $(JARS) $(CDS) $(AUDIT)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +25,10 @@ $(JARS): jars/pom.xml
 	mvn --batch-mode --quiet -f jars/pom.xml dependency:copy-dependencies \
 	    -DincludeScope=runtime -DincludeGroupIds=io.delta -DoutputDirectory=lib
 	touch $@
+
+# Learnt from a small night (about a minute and a half); after a JDK upgrade, delete it and rerun.
+$(CDS): $(STAMP) $(JARS)
+	$(BIN)/python -m jobs.classcache --out $@
 
 $(AUDIT): api/audit/package-lock.json
 	cd api/audit && npm ci --no-audit --no-fund --silent
