@@ -15,7 +15,9 @@ BigDecimal (docs/benchmarks.md, "Kryo's bookkeeping per row, and the amount boun
 more, by compiler; the largest; why C2 gave up on some): on two cores the C2 compiler thread runs
 beside the two task threads, and Spark generates new classes for every query, so a night's C2
 time is work the tasks wait for (docs/benchmarks.md, "The JIT's share of the night").
-Needs the JDK's `jfr` tool on the PATH. Nothing here is a test.
+Needs the JDK's `jfr` tool on the PATH. Nothing here is a test. `--driver-java-options` replaces
+the class archive's option that `build_session` gives the driver: to profile the night as it runs,
+add `-XX:SharedArchiveFile=jars/lib/postloan.jsa -Xlog:cds=off -Xlog:cds+dynamic=off` to it.
 """
 
 from __future__ import annotations
