@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs.spark import QUIET_CLASS_SHARING, class_archive
+from jobs.spark import QUIET_CLASS_SHARING, build_session, class_archive
 
 # The night the archive is learnt from: the core stages of two dates (the second builds on the
 # first's state, as every real night does) on a book just big enough for the real plans: the
@@ -44,24 +44,27 @@ def make_class_archive(out: Path, loans: int = TRAINING_LOANS) -> Path:
     out = out.resolve()
     partial = out.with_name(out.name + ".partial")
     partial.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="postloan-classcache-") as folder:
-        # After any option build_session gives (pyspark appends these to its launch command), so
-        # an archive already in place is not mapped while the new one is made.
-        java_options = f"-XX:ArchiveClassesAtExit={partial} {QUIET_CLASS_SHARING}"
-        env = {**os.environ, "PYSPARK_SUBMIT_ARGS": f"--driver-java-options {shlex.quote(java_options)} pyspark-shell"}
-        command = [sys.executable, "-m", "jobs.classcache", "--train", folder, "--loans", str(loans)]
-        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
-        output = (result.stdout + result.stderr).strip().splitlines()[-20:]
-        raise RuntimeError("the training night for the class archive failed:\n" + "\n".join(output))
     try:
+        with tempfile.TemporaryDirectory(prefix="postloan-classcache-") as folder:
+            # After any option build_session gives (pyspark appends these to its launch command),
+            # so an archive already in place is not mapped while the new one is made.
+            env = _driver_java_options(f"-XX:ArchiveClassesAtExit={partial} {QUIET_CLASS_SHARING}")
+            command = [sys.executable, "-m", "jobs.classcache", "--train", folder, "--loans", str(loans)]
+            result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0 or not partial.is_file():
+            output = (result.stdout + result.stderr).strip().splitlines()[-20:]
+            raise RuntimeError("the training night for the class archive failed:\n" + "\n".join(output))
         check_class_archive(partial)
     except RuntimeError:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(out)
     return out
+
+
+def _driver_java_options(options: str) -> dict[str, str]:
+    """This process's environment, with pyspark told to start its driver JVM with `options`."""
+    return {**os.environ, "PYSPARK_SUBMIT_ARGS": f"--driver-java-options {shlex.quote(options)} pyspark-shell"}
 
 
 def check_class_archive(archive: Path) -> None:
@@ -74,7 +77,7 @@ def check_class_archive(archive: Path) -> None:
             f"-Xshare:on -XX:+VerifySharedSpaces -XX:SharedArchiveFile={archive} {QUIET_CLASS_SHARING}"
             f" -XX:ErrorFile={folder}/hs_err_%p.log"
         )
-        env = {**os.environ, "PYSPARK_SUBMIT_ARGS": f"--driver-java-options {shlex.quote(options)} pyspark-shell"}
+        env = _driver_java_options(options)
         probe = "from pyspark.java_gateway import launch_gateway; launch_gateway()"
         check = subprocess.run(
             [sys.executable, "-c", probe], env=env, cwd=folder, capture_output=True, text=True, check=False
@@ -93,7 +96,6 @@ def _train(folder: Path, loans: int) -> None:
     from jobs.config import load_config
     from jobs.generate import generate_landing
     from jobs.pipeline import previous_month_end, run_nightly
-    from jobs.spark import build_session
 
     config = load_config(DEFAULT_CONF)
     spark = build_session(config.spark)

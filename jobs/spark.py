@@ -93,10 +93,8 @@ def build_session(settings: SparkSettings) -> SparkSession:
         builder = builder.master(settings.master)
     if not submitted:
         builder = builder.config("spark.jars", ",".join(delta_jars()))
-    conf = profile_conf(settings, submitted_keys()) if submitted else dict(settings.conf)
-    if not submitted:
-        # Under spark-submit the driver's JVM is already running, with the submitter's options.
-        conf = with_class_sharing(conf, class_archive())
+    # Under spark-submit the driver's JVM is already running, with the submitter's options.
+    conf = profile_conf(settings, submitted_keys()) if submitted else with_class_sharing(settings.conf, class_archive())
     for key, value in conf.items():
         builder = builder.config(key, value)
     # Not the submitter's to change: Delta is the lake's format, business dates are UTC dates.
