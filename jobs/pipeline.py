@@ -352,7 +352,9 @@ def _run(
 
             with tracker.stage("write", "write: Delta tables") as figures:
                 for table, frame in outputs.items():
-                    written = io.write_date(spark, frame, lake, table, as_of, layout)
+                    # Most nights every landing row is accepted: nothing to quarantine.
+                    empty = table is QUARANTINE and not report.quarantined_rows
+                    written = io.write_date(spark, frame, lake, table, as_of, layout, empty=empty)
                     report.table_versions[table.name] = written.version
                     report.output_rows[table.name] = written.rows
                 figures.update(output_rows=report.output_rows, table_versions=report.table_versions)
