@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.columns import sql_name, sql_string
-from jobs.config import OperationsConfig
+from jobs.config import LayoutSettings, OperationsConfig
 from jobs.spark import local_frame
 from schemas.base import Table
 from schemas.lake import RUN_LEDGER
@@ -48,6 +48,8 @@ TABLE_PROPERTIES = {
 # The Parquet writer's row-group cap in rows. Spark hands a Delta table's properties to the Parquet
 # writer's Hadoop configuration, so a table property sets it for that table's writes (OPTIMIZE too).
 ROW_GROUP_ROWS = "parquet.block.row.count.limit"
+# The columns Delta collects per-file statistics on (instead of the first 32).
+STATISTICS_COLUMNS = "delta.dataSkippingStatsColumns"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class WriteLayout:
     max_records_per_file: int = 5_000_000
     retention: Mapping[str, str] = field(default_factory=lambda: OperationsConfig().table_properties())
     sorted_row_group_rows: int = 16_384
+    statistics_columns: tuple[str, ...] = LayoutSettings().statistics_columns
 
     @classmethod
     def from_config(cls, operations: OperationsConfig) -> WriteLayout:
@@ -68,13 +71,19 @@ class WriteLayout:
             layout.max_records_per_file,
             operations.table_properties(),
             layout.sorted_row_group_rows,
+            layout.statistics_columns,
         )
 
     def managed_properties(self, table: Table) -> dict[str, str]:
-        """The properties configuration decides: retention, and a sorted table's row-group size."""
+        """The properties configuration decides: retention, the columns with statistics, and a
+        sorted table's row-group size."""
+        managed = dict(self.retention)
+        statistics = [c for c in table.names if c in self.statistics_columns and c not in table.partition_by]
+        if statistics:
+            managed[STATISTICS_COLUMNS] = ",".join(statistics)
         if table.sort_by:
-            return {**self.retention, ROW_GROUP_ROWS: str(self.sorted_row_group_rows)}
-        return dict(self.retention)
+            managed[ROW_GROUP_ROWS] = str(self.sorted_row_group_rows)
+        return managed
 
     def properties(self, table: Table) -> dict[str, str]:
         """Everything a new table is created with."""

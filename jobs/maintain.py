@@ -100,7 +100,9 @@ def maintain(
         serving = {row["as_of_date"]: row for row in io.serving_rows(lake)}
         newest = max(serving) if serving else None
 
-        with tracker.stage("properties", "properties: retention and row groups from configuration") as figures:
+        with tracker.stage(
+            "properties", "properties: retention, statistics and row groups from configuration"
+        ) as figures:
             layout = io.WriteLayout.from_config(operations)
             for table in tables:
                 changed = io.set_table_properties(spark, lake, table, layout.managed_properties(table))

@@ -92,6 +92,31 @@ def test_shipped_configuration_loads_with_both_profiles(conf_dir: Path) -> None:
             "tolerance_amount: -1 ",
             r"delinquency.tolerance_amount: expected a non-negative",
         ),
+        # Statistics: a misspelt column would silently leave the tables without any.
+        (
+            "operations.yaml",
+            "[loan_id, borrower_id,",
+            "[loan_idd, borrower_id,",
+            r"operations.yaml: layout.statistics_columns: 'loan_idd' is not a column of any date-partitioned",
+        ),
+        (
+            "operations.yaml",
+            "[loan_id, borrower_id,",
+            "[branch_path, loan_id, borrower_id,",
+            r"layout.statistics_columns: loan_snapshot.branch_path is array<string>: statistics need a plain",
+        ),
+        (
+            "operations.yaml",
+            "[loan_id, borrower_id, branch_id,",
+            "[loan_id, borrower_id,",
+            r"maintenance.zorder_by.collection_cases: branch_id is not among layout.statistics_columns",
+        ),
+        (
+            "operations.yaml",
+            "[loan_id, borrower_id, branch_id, tier1_branch_id, product_code, agency_id, source_table, reason_code]",
+            "[]",
+            r"operations.yaml: layout: statistics_columns must name at least one column",
+        ),
     ],
 )
 def test_bad_configuration_is_refused_with_file_key_and_reason(

@@ -38,6 +38,7 @@ from api.lake import LakeReader
 from api.settings import LakeSettings
 from jobs import io
 from jobs.cli import main as cli_main
+from jobs.config import load_operations
 from jobs.generate import generate_landing
 from jobs.pipeline import catch_up_dates
 from jobs.spark import delta_jars
@@ -224,6 +225,31 @@ def test_each_date_is_written_as_one_file_per_table_on_a_small_book(book: Book) 
         # here; adaptive execution keeps as many as the cores), each a disjoint run of loan ids.
         most = 2 if table.sort_by else 1
         assert all(1 <= n <= most for n in counts.values()), (table.name, counts)
+
+
+def test_files_carry_statistics_only_on_the_columns_readers_filter_on(book: Book) -> None:
+    # The shipped layout.statistics_columns, as each table has them (worked out from the contracts).
+    expected = {
+        "loan_snapshot": ["loan_id", "borrower_id", "branch_id", "tier1_branch_id", "product_code"],
+        "classification_history": ["loan_id", "branch_id"],
+        "quarantine": ["source_table", "reason_code"],
+        "borrowers": ["borrower_id"],
+        "collection_cases": ["loan_id", "borrower_id", "branch_id", "tier1_branch_id", "product_code", "agency_id"],
+        "vintage": ["product_code"],
+    }
+    configured = set(load_operations(book.conf).layout.statistics_columns)
+    for table in DATED:
+        delta = DeltaTable(str(book.lake / table.name))
+        listed = delta.metadata().configuration[io.STATISTICS_COLUMNS].split(",")
+        if table.name in expected:
+            assert listed == expected[table.name], table.name
+        assert set(listed) == configured & set(table.names), table.name
+        # Every file written has min/max for exactly those columns, and the row count.
+        actions = pa.table(delta.get_add_actions(flatten=True))
+        if actions.num_rows:
+            kept = {name.removeprefix("min.") for name in actions.column_names if name.startswith("min.")}
+            assert kept == set(listed), (table.name, kept)
+            assert pc.min(actions.column("num_records")).as_py() > 0, table.name
 
 
 def pinned_files(lake: Path, table: str, version: int, day: dt.date) -> list[Path]:
@@ -420,8 +446,15 @@ def pinned_files_exist(lake: Path) -> None:
 def test_maintain_compacts_repins_and_vacuums_without_changing_what_is_served(
     spark: SparkSession, book: Book, lake_copy: Path, tmp_path: Path, conf_dir: Path
 ) -> None:
-    # Zero retention: VACUUM deletes every file no current version uses, at once.
-    conf = ops_conf(conf_dir, tmp_path / "conf", maintenance__deleted_file_retention_hours=0)
+    # Zero retention: VACUUM deletes every file no current version uses, at once. One more column
+    # with statistics than the nights had: maintain brings every table's property in step.
+    statistics = [*load_operations(conf_dir).layout.statistics_columns, "officer_id"]
+    conf = ops_conf(
+        conf_dir,
+        tmp_path / "conf",
+        maintenance__deleted_file_retention_hours=0,
+        layout__statistics_columns=statistics,
+    )
     content, api = served_content(lake_copy), api_view(lake_copy)
     before = serving(lake_copy)
     loan_files = files_per_date(lake_copy, "loan_snapshot")
@@ -435,6 +468,13 @@ def test_maintain_compacts_repins_and_vacuums_without_changing_what_is_served(
         props = DeltaTable(str(lake_copy / table.name)).metadata().configuration
         assert props["delta.deletedFileRetentionDuration"] == "interval 0 hours", table.name
         assert props["delta.logRetentionDuration"] == "interval 400 days", table.name
+        if table.partition_by:
+            listed = props[io.STATISTICS_COLUMNS].split(",")
+            assert listed == [c for c in table.names if c in statistics], table.name
+    assert "officer_id" in DeltaTable(str(lake_copy / "loan_snapshot")).metadata().configuration[io.STATISTICS_COLUMNS]
+    # The files OPTIMIZE rewrote carry the new column's statistics.
+    rewritten = pa.table(DeltaTable(str(lake_copy / "collection_cases")).get_add_actions(flatten=True))
+    assert rewritten.num_rows and "min.officer_id" in rewritten.column_names
     # Both dates re-pinned by one ledger commit: new runs, the newest versions, the same rows.
     after = serving(lake_copy)
     assert set(after) == set(before)
