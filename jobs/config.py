@@ -484,16 +484,15 @@ def load_operations(conf_dir: str | Path) -> OperationsConfig:
     path = Path(conf_dir) / "operations.yaml"
     operations = build(OperationsConfig, _read_yaml(path), path) if path.is_file() else OperationsConfig()
     tables = {t.name: t for t in LAKE_TABLES}
-    dated = [t for t in LAKE_TABLES if t.partition_by]
     for column in operations.layout.statistics_columns:
         key = "layout.statistics_columns"
-        holders = [t for t in dated if column in t.names and column not in t.partition_by]
+        holders = [t for t in LAKE_TABLES if t.partition_by and column in t.names and column not in t.partition_by]
         if not holders:
             raise ConfigError(path, key, f"{column!r} is not a column of any date-partitioned lake table")
-        for table in holders:
-            dtype = table.column(column).dtype.simpleString()
+        for holder in holders:
+            dtype = holder.column(column).dtype.simpleString()
             if dtype.startswith(("array", "map", "struct")):
-                raise ConfigError(path, key, f"{table.name}.{column} is {dtype}: statistics need a plain column")
+                raise ConfigError(path, key, f"{holder.name}.{column} is {dtype}: statistics need a plain column")
     for name, columns in operations.maintenance.zorder_by.items():
         key = f"maintenance.zorder_by.{name}"
         table = tables.get(name)
