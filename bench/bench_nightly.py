@@ -19,6 +19,7 @@ storage, in memory and spilled to disk, as each step of --as-of began.
 `--event-log DIR` turns on Spark's event log and prints, per step of the --as-of run, the bytes
 read, shuffled and spilled and the largest task's execution memory (what docs/cluster.md sizes
 executors from).
+`--spark-profile large` runs with conf/spark/large.yaml (the 10M book on one 24 GB machine).
 Prints generation time, each stage's wall time, loans per second and peak memory (resident set
 of this process and the Spark JVM together, sampled every 0.2 s). Figures go to docs/benchmarks.md.
 Nothing here is a test: the suite never asserts on time.
@@ -135,6 +136,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out")
     parser.add_argument("--conf", type=Path, default=REPO / "conf")
+    parser.add_argument("--spark-profile", default=None, help="Spark settings under conf/spark/ (e.g. large)")
     parser.add_argument("--keep", action="store_true", help="keep the generated book and lake")
     parser.add_argument("--month-ends", type=int, default=2, help="month-ends to run, ending with --as-of")
     parser.add_argument("--core-history", action="store_true", help="earlier dates: core stages only")
@@ -148,7 +150,7 @@ def main() -> None:
     if not args.resume:
         shutil.rmtree(work, ignore_errors=True)
     landing, lake = work / "landing", work / "lake"
-    config = load_config(args.conf)
+    config = load_config(args.conf, spark_profile=args.spark_profile)
     results: dict[str, object] = {"loans": args.loans, "as_of": args.as_of.isoformat()}
     spark_settings = config.spark
     if args.event_log is not None:

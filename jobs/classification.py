@@ -192,17 +192,19 @@ def _signal_floor_class(signal_floors: Mapping[str, str]) -> Column:
 
 
 def _with_signal_floor(
-    as_of: dt.date, signal_floors: Mapping[str, str], signals: DataFrame, products: DataFrame
+    as_of: dt.date, signal_floors: Mapping[str, str], signals: DataFrame, products: DataFrame, book: DataFrame
 ) -> Transform:
     """Floors from the risk signals in force on `as_of` (a signal without loan_id hits every loan
-    of the borrower)."""
+    of the borrower). The loans' keys and parameters are read from `book`, the stage's input rows,
+    rather than from the frame being classified, which by then carries the previous run's classes:
+    Spark would otherwise join the previous snapshot a second time for this branch alone."""
 
     def transform(loans: DataFrame) -> DataFrame:
         day = _as_of(as_of)
         in_force = signals.filter(
             (F.col("signal_date") <= day) & (F.col("cleared_date").isNull() | (F.col("cleared_date") > day))
         ).select("loan_id", "borrower_id", "signal_type", "days_overdue", "has_estate")
-        keys = loans.select(
+        keys = book.select(
             "loan_id",
             "borrower_id",
             "product_code",
@@ -480,11 +482,11 @@ def classify(
         read = {*REQUIRED_COLUMNS, *(param_name("classification", p) for p in PARAMS_USED)}
         rest = loans.select("loan_id", *[c for c in loans.columns if c not in read])
         risk_rank = F.col(_RISK_RANK)
+        book = loans.select(*[c for c in loans.columns if c in read])
         classified = (
-            loans.select(*[c for c in loans.columns if c in read])
-            .transform(_with_previous(previous))
+            book.transform(_with_previous(previous))
             .transform(_with_dpd_floor())
-            .transform(_with_signal_floor(as_of, profile.signal_floors, signals, products))
+            .transform(_with_signal_floor(as_of, profile.signal_floors, signals, products, book))
             .transform(_with_schedule_facts(as_of, schedule))
             .transform(_with_restructure_floor(as_of))
             .transform(_with_npl_hold(as_of))

@@ -207,3 +207,18 @@ def test_spark_settings_are_chosen_per_run_without_changing_the_rules(conf_dir: 
         load_config(conf_dir, spark_profile="yarn")
     edit(conf_copy / "postloan.yaml", "spark: local", "spark: cluster")
     assert load_config(conf_copy).spark == cluster.spark
+
+
+def test_the_large_book_settings_are_the_local_ones_with_a_larger_heap_and_more_partitions(conf_dir: Path) -> None:
+    local = load_config(conf_dir).spark
+    large = load_config(conf_dir, spark_profile="large").spark
+    sized = {"spark.driver.memory", "spark.sql.shuffle.partitions"}
+    assert large.master == local.master == "local[2]"
+    # Everything but the sizes stays in step with local.yaml: the same plans, serializer, protocol.
+    assert {k: v for k, v in large.conf.items() if k not in sized} == {
+        k: v for k, v in local.conf.items() if k not in sized
+    }
+    # 12 GB of 24 (the machine's): room for the JVM's own overhead, the Python driver, the page cache.
+    assert (large.conf["spark.driver.memory"], local.conf["spark.driver.memory"]) == ("12g", "8g")
+    # Eight times the partitions for ten times the book: tasks of about a 1M book's partition.
+    assert (large.conf["spark.sql.shuffle.partitions"], local.conf["spark.sql.shuffle.partitions"]) == ("64", "8")
