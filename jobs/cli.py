@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     nightly.add_argument("--conf", type=Path, default=DEFAULT_CONF, help="configuration folder")
     nightly.add_argument("--profile", default=None, help="rule profile (overrides conf)")
     nightly.add_argument(
-        "--spark-profile", default=None, help="Spark settings under conf/spark/ (overrides conf): local or cluster"
+        "--spark-profile",
+        default=None,
+        help="Spark settings under conf/spark/ (overrides conf): local, large or cluster",
     )
     nightly.add_argument("--log-file", type=Path, default=None, help="JSON-lines event log (overrides conf)")
 
@@ -58,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--conf", type=Path, default=DEFAULT_CONF, help="configuration folder")
     backfill.add_argument("--profile", default=None, help="rule profile (overrides conf)")
     backfill.add_argument(
-        "--spark-profile", default=None, help="Spark settings under conf/spark/ (overrides conf): local or cluster"
+        "--spark-profile",
+        default=None,
+        help="Spark settings under conf/spark/ (overrides conf): local, large or cluster",
     )
     backfill.add_argument("--log-file", type=Path, default=None, help="JSON-lines event log (overrides conf)")
 
