@@ -11,7 +11,7 @@ CDS     := jars/lib/postloan.jsa
 # The GraphQL-over-HTTP conformance audit (graphql-http, Node) that the API tests run.
 AUDIT   := api/audit/node_modules/.package-lock.json
 
-.PHONY: setup demo test lint bench bundle clean
+.PHONY: setup demo test lint bench bundle image image-check clean
 
 setup: $(STAMP) $(JARS) $(CDS) $(AUDIT)
 
@@ -49,6 +49,17 @@ bench: setup
 # The code for spark-submit --py-files (docs/cluster.md).
 bundle: $(STAMP)
 	$(BIN)/postloan bundle --out dist/postloan-jobs.zip
+
+# The image (docs/operations.md, "Docker"). ENGINE="podman" works the same; IMAGE_FLAGS carries
+# the build's own flags, such as the base images' --build-arg PYTHON_IMAGE=... MAVEN_IMAGE=...
+ENGINE ?= docker
+IMAGE  ?= postloan
+image:
+	$(ENGINE) build $(IMAGE_FLAGS) -t $(IMAGE) .
+
+# Both entrypoints of the built image on a small book: a night, then the API over HTTP.
+image-check:
+	ENGINE="$(ENGINE)" IMAGE="$(IMAGE)" RUN_FLAGS="$(RUN_FLAGS)" deploy/image/smoke.sh
 
 clean:
 	rm -rf $(VENV) jars/lib api/audit/node_modules demo dist

@@ -15,10 +15,12 @@ import datetime as dt
 import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -589,6 +591,30 @@ def test_cron_wrapper_is_valid_bash_and_the_crontab_runs_it() -> None:
     jobs = [line for line in (DEPLOY / "crontab").read_text(encoding="utf-8").splitlines() if line[:1].isdigit()]
     assert len(jobs) == 2 and all("/deploy/nightly.sh" in job for job in jobs)
     assert "backfill --catch-up" in script.read_text(encoding="utf-8")
+
+
+def test_the_image_is_built_from_named_bases_with_the_package_and_its_configuration() -> None:
+    """The Dockerfile's bases are build arguments defaulting to the official images (a bank's
+    registry mirror or deploy/image/bases-from-debian.sh replaces them), and it copies every
+    package pyproject.toml installs and the configuration the entrypoints read."""
+    root = DEPLOY.parent
+    dockerfile = (root / "Dockerfile").read_text(encoding="utf-8")
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, re.MULTILINE))
+    assert args == {"MAVEN_IMAGE": "maven:3.9-eclipse-temurin-17", "PYTHON_IMAGE": "python:3.11-slim-bookworm"}
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE) == ["${MAVEN_IMAGE}", "${PYTHON_IMAGE}"]
+    copied = set(re.findall(r"^COPY (\w+) \1$", dockerfile, re.MULTILINE))
+    packages = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    assert {pattern.rstrip("*") for pattern in packages["find"]["include"]} | {"conf"} <= copied
+    assert 'ENTRYPOINT ["postloan"]' in dockerfile and "POSTLOAN_CONF=/app/conf" in dockerfile
+    # What the image copies must not be left out of the build context.
+    ignored = {line.strip() for line in (root / ".dockerignore").read_text(encoding="utf-8").splitlines()}
+    assert not copied & ignored
+    for script in ("bases-from-debian.sh", "smoke.sh"):
+        path = DEPLOY / "image" / script
+        assert os.access(path, os.X_OK)
+        subprocess.run(["bash", "-n", str(path)], check=True)
+    bases = (DEPLOY / "image" / "bases-from-debian.sh").read_text(encoding="utf-8")
+    assert all(f"--build-arg {arg}=" in bases for arg in args)
 
 
 def test_the_batch_yields_the_cpu_to_the_processes_beside_it() -> None:
