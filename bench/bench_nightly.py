@@ -43,7 +43,7 @@ from pyspark.sql import SparkSession
 
 from jobs import io
 from jobs.config import load_config
-from jobs.generate import generate_landing
+from jobs.generate import generate_landing, parse_product_mix
 from jobs.pipeline import STAGES, previous_month_end, run_nightly
 from jobs.spark import build_session
 
@@ -144,6 +144,12 @@ def main() -> None:
     parser.add_argument("--history-only", action="store_true", help="stop before --as-of; keep book and lake")
     parser.add_argument("--resume", action="store_true", help="reuse the kept book and lake; skip dates done")
     parser.add_argument("--event-log", type=Path, default=None, help="Spark event log folder: print bytes per step")
+    parser.add_argument(
+        "--product-mix",
+        type=parse_product_mix,
+        default=None,
+        help="the book's products as CODE=SHARE,... (default: the generator's own mix)",
+    )
     args = parser.parse_args()
 
     work = args.workdir / f"{args.loans}"
@@ -151,7 +157,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     landing, lake = work / "landing", work / "lake"
     config = load_config(args.conf, spark_profile=args.spark_profile)
-    results: dict[str, object] = {"loans": args.loans, "as_of": args.as_of.isoformat()}
+    results: dict[str, object] = {"loans": args.loans, "as_of": args.as_of.isoformat(), "product_mix": args.product_mix}
     spark_settings = config.spark
     if args.event_log is not None:
         args.event_log.mkdir(parents=True, exist_ok=True)
@@ -167,7 +173,9 @@ def main() -> None:
         spark = build_session(spark_settings)
         if not args.resume:
             start = time.perf_counter()
-            counts = generate_landing(spark, args.loans, args.as_of, args.seed, landing, "parquet")
+            counts = generate_landing(
+                spark, args.loans, args.as_of, args.seed, landing, "parquet", product_mix=args.product_mix
+            )
             results["generate_seconds"] = round(time.perf_counter() - start, 1)
             results["landing_rows"] = counts
             print(f"generated in {results['generate_seconds']} s: {counts}", flush=True)

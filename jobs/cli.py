@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=7, help="random seed (same seed, same book)")
     gen.add_argument("--landing", type=Path, required=True, help="landing folder to write")
     gen.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    gen.add_argument(
+        "--product-mix",
+        default=None,
+        help="the book's products as CODE=SHARE,... (e.g. CONSUMER_ONLINE=0.55,AGRI=0.3,CONSUMER=0.15); "
+        "default: the generator's own mix",
+    )
 
     nightly = sub.add_parser("nightly", help="run the nightly batch for a business date")
     nightly.add_argument("--as-of", type=_date, required=True, help="business date YYYY-MM-DD")
@@ -101,11 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "generate":
-            from jobs.generate import generate_landing
+            from jobs.generate import generate_landing, parse_product_mix
             from jobs.spark import build_session
 
+            try:
+                mix = None if args.product_mix is None else parse_product_mix(args.product_mix)
+            except ValueError as exc:
+                print(f"postloan generate: --product-mix: {exc}", file=sys.stderr)
+                return 2
             spark = build_session(load_config(DEFAULT_CONF).spark)
-            counts = generate_landing(spark, args.loans, args.as_of, args.seed, args.landing, args.format)
+            counts = generate_landing(
+                spark, args.loans, args.as_of, args.seed, args.landing, args.format, product_mix=mix
+            )
             for table, rows in counts.items():
                 print(f"{table:24s} {rows:>12,d}")
             return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -526,7 +526,9 @@ class _Events:
         self.cents.append(np.asarray(cents, dtype=np.int64))
 
 
-def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: int) -> dict[str, Any]:
+def _chunk(
+    ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: int, shares: Sequence[float]
+) -> dict[str, Any]:
     g = _streams(seed, chunk)
     out: dict[str, Any] = {}
     loans = np.arange(n)
@@ -547,7 +549,7 @@ def _chunk(ref: _Reference, seed: int, chunk: int, first: int, n: int, as_of: in
 
     # Loan terms by product.
     terms = g(2)
-    product = terms.choice(len(PRODUCT_BOOK), p=[p.share for p in PRODUCT_BOOK], size=n)
+    product = terms.choice(len(PRODUCT_BOOK), p=shares, size=n)
     method = _choose(terms, np.array([p.methods for p in PRODUCT_BOOK]), product)
     tenor_table = np.zeros((len(PRODUCT_BOOK), 4))
     tenor_weights = np.zeros((len(PRODUCT_BOOK), 4))
@@ -1137,6 +1139,37 @@ def _write(table: Any, folder: Path, part: str, fmt: str) -> None:
     pa_csv.write_csv(plain, folder / f"{part}.csv", pa_csv.WriteOptions(quoting_style="needed"))
 
 
+def product_shares(mix: Mapping[str, float] | None) -> list[float]:
+    """Each product's share of the loans, in `PRODUCT_BOOK` order: the book's own, or `mix`'s scaled."""
+    if mix is None:
+        return [p.share for p in PRODUCT_BOOK]
+    codes = [p.code for p in PRODUCT_BOOK]
+    unknown = sorted(set(mix) - set(codes))
+    if unknown:
+        raise ValueError(f"product mix names unknown products {unknown}; the book's are {codes}")
+    if any(not math.isfinite(share) or share < 0 for share in mix.values()):
+        raise ValueError(f"product mix shares must be finite and not negative, got {dict(mix)}")
+    total = sum(mix.values())
+    if total <= 0:
+        raise ValueError("product mix gives no product a share")
+    return [mix.get(code, 0.0) / total for code in codes]
+
+
+def parse_product_mix(text: str) -> dict[str, float]:
+    """`CODE=SHARE,CODE=SHARE` (the command line's --product-mix) as a mapping."""
+    mix: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        code, sep, share = item.partition("=")
+        if not sep:
+            raise ValueError(f"product mix item {item!r} is not CODE=SHARE")
+        try:
+            mix[code.strip()] = float(share)
+        except ValueError:
+            raise ValueError(f"product mix item {item!r}: {share!r} is not a number") from None
+    product_shares(mix)
+    return mix
+
+
 def generate_landing(
     spark: SparkSession,
     loans: int,
@@ -1146,12 +1179,16 @@ def generate_landing(
     fmt: str = "parquet",
     *,
     bad_rows: float = 0.0,
+    product_mix: Mapping[str, float] | None = None,
 ) -> dict[str, int]:
     """Write a sample loan book of `loans` loans as of `as_of` under `landing`; rows per table.
 
     Each landing table's folder is replaced. `spark` is not used: numpy and pyarrow on the driver
     generate faster than Spark would and keep the files byte-stable; the parameter keeps the
-    command-line contract.
+    command-line contract. `product_mix` (product code -> share of the loans, scaled to sum to 1;
+    products not named get none) replaces the book's own mix (`PRODUCT_BOOK`): a bank whose book
+    is mostly short consumer credit has far fewer instalments a loan than one with mortgages, whose
+    10-25-year schedules are 6% of the default book's loans and 40% of its instalments.
     """
     del spark
     if loans < 1:
@@ -1162,6 +1199,7 @@ def generate_landing(
         raise ValueError(f"bad_rows must be a fraction in [0, 1), got {bad_rows}")
     if seed < 0:
         raise ValueError(f"seed must not be negative, got {seed}")
+    shares = product_shares(product_mix)
     root = Path(landing)
     for table in LANDING_TABLES:
         shutil.rmtree(root / table.name, ignore_errors=True)
@@ -1175,7 +1213,7 @@ def generate_landing(
     _write(checks, root / "completed_inspections", "part-channels", fmt)
     counts["completed_inspections"] += checks.num_rows
     for chunk, first in enumerate(range(0, loans, CHUNK_LOANS)):
-        tables = _chunk(ref, seed, chunk, first, min(CHUNK_LOANS, loans - first), day)
+        tables = _chunk(ref, seed, chunk, first, min(CHUNK_LOANS, loans - first), day, shares)
         if bad_rows > 0:
             tables = _bad_rows(tables, bad_rows, _streams(seed, chunk)(99), chunk)
         for name, table in tables.items():

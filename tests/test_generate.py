@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.generate import generate_landing
+from jobs.cli import main as cli_main
+from jobs.generate import generate_landing, parse_product_mix, product_shares
 from jobs.io import find_landing
 from schemas.base import Table
 from schemas.landing import (
@@ -303,4 +306,42 @@ def test_clean_book_has_no_bad_rows_by_default(spark: SparkSession, book: tuple[
 def test_refuses_bad_arguments(spark: SparkSession, tmp_path: Path, loans: int, fmt: str, bad_rows: float) -> None:
     with pytest.raises(ValueError):
         generate_landing(spark, loans, AS_OF, 1, tmp_path, fmt, bad_rows=bad_rows)
+    assert not (tmp_path / LOANS.name).exists()
+
+
+def test_a_product_mix_replaces_the_books_own(tmp_path: Path, book: tuple[Path, dict[str, int]]) -> None:
+    """Shares are scaled to sum to one, products not named get no loans, and a book without the
+    long mortgage schedules has fewer instalments a loan than the default one."""
+    mix = parse_product_mix("CONSUMER_ONLINE=3, AGRI=1")
+    assert product_shares(mix) == [0.0, 0.0, 0.75, 0.0, 0.0, 0.0, 0.25]
+    counts = generate_landing(None, LOANS_N, AS_OF, 7, tmp_path, product_mix=mix)  # type: ignore[arg-type]
+    products = pq.read_table(tmp_path / LOANS.name, columns=["product_code"]).column(0).to_pylist()
+    assert set(products) == {"CONSUMER_ONLINE", "AGRI"}
+    # 2,000 draws at 0.75: the standard deviation is sqrt(2000 * 0.75 * 0.25) = 19.4 loans.
+    assert abs(products.count("CONSUMER_ONLINE") - 1500) < 80
+    _, default_counts = book
+    assert counts["schedule"] / LOANS_N < 0.75 * default_counts["schedule"] / LOANS_N
+    assert product_shares(None) == [0.06, 0.20, 0.25, 0.17, 0.05, 0.12, 0.15]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("MORTGAGE=1,PAYDAY=1", "unknown products ['PAYDAY']"),
+        ("MORTGAGE=-1,AUTO=2", "not negative"),
+        ("MORTGAGE=0", "no product a share"),
+        ("MORTGAGE", "not CODE=SHARE"),
+        ("AUTO=half", "is not a number"),
+        ("AUTO=nan", "finite"),
+    ],
+)
+def test_a_product_mix_that_cannot_be_drawn_is_refused(text: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_product_mix(text)
+    # The command refuses it as a usage error, before any Spark or file work.
+    command = ["generate", "--loans", "10", "--as-of", "2026-10-31", "--landing", str(tmp_path / "cli")]
+    assert cli_main([*command, "--product-mix", text]) == 2
+    assert not (tmp_path / "cli").exists()
+    with pytest.raises(ValueError, match="product"):
+        generate_landing(None, 10, AS_OF, 1, tmp_path, product_mix={"MORTGAGE": 0.0})  # type: ignore[arg-type]
     assert not (tmp_path / LOANS.name).exists()
