@@ -555,27 +555,33 @@ def delinquency_milestones(
         )
         instalments = schedule.join(keyed, "loan_id").select(
             "loan_id",
-            "installment_no",
             "due_date",
             "_closed",
             (cum_due - F.col("_tol")).alias("_theta"),
-            F.min("installment_no").over(Window.partitionBy("loan_id")).alias("_first_no"),
+            (F.col("installment_no") == F.min("installment_no").over(Window.partitionBy("loan_id"))).alias("_first"),
         )
         null_amount = F.lit(None).cast("long")
 
-        def threshold_events(kind: str, days: int, frame: DataFrame) -> DataFrame:
-            return frame.select(
+        def threshold(kind: str, days: int) -> Column:
+            return F.struct(F.date_add(F.col("due_date"), days).alias("_day"), F.lit(kind).alias("_kind"))
+
+        # Every level's threshold day of an instalment (and the first instalment's FPD day) from one
+        # pass over the schedule: a union of one select per level planned the schedule's scan, join
+        # and windows once per level (a 10M-loan book's 136M instalments read three times over).
+        thresholds = [threshold(name, days) for name, days in levels.items()]
+        thresholds.append(F.when(F.col("_first"), threshold("fpd_date", fpd_days + 1)))
+        events = [
+            instalments.select("loan_id", "_closed", "_theta", F.explode(F.array(*thresholds)).alias("_event"))
+            .where(F.col("_event").isNotNull())
+            .select(
                 "loan_id",
                 "_closed",
-                F.date_add(F.col("due_date"), days).alias("_day"),
-                F.lit(kind).alias("_kind"),
-                F.col("_theta"),
+                F.col("_event._day").alias("_day"),
+                F.col("_event._kind").alias("_kind"),
+                "_theta",
                 null_amount.alias("_paid"),
             )
-
-        first = instalments.where(F.col("installment_no") == F.col("_first_no"))
-        events = [threshold_events(name, days, instalments) for name, days in levels.items()]
-        events.append(threshold_events("fpd_date", fpd_days + 1, first))
+        ]
         running_paid = F.sum("_amount").over(
             Window.partitionBy("loan_id").orderBy("value_date").rowsBetween(Window.unboundedPreceding, 0)
         )
