@@ -9,6 +9,13 @@ wall time, the executor task time summed over its jobs (on 2 cores at most twice
 the size of its physical plan in characters and the operators in it. The executions come in the
 pipeline's order, so the large ones can be told apart by their place and their operators: this is
 how docs/benchmarks.md attributes the 1M-loan night's time. Nothing here is a test.
+
+    .venv/bin/python bench/sql_profile.py /tmp/events/local-* --operators 123
+
+prints one execution's final physical plan (after adaptive execution) as a tree, each operator with
+the SQL metrics its tasks reported: rows out, time in the operator (sort, aggregation build, the
+whole-stage code's duration), bytes spilled or shuffled. That is how a large execution's time is
+split among its scans, joins, windows and aggregates.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 OPERATORS = re.compile(
     r"\b(Window|SortMergeJoin|BroadcastHashJoin|Exchange|HashAggregate|Generate|Expand|Scan \w+|LocalTableScan)\b"
@@ -73,11 +81,79 @@ def read_executions(path: Path) -> list[Execution]:
     return sorted(executions.values(), key=lambda e: e.started_ms)
 
 
+def _metric_values(path: Path) -> dict[int, float]:
+    """Every SQL metric's total over the tasks and the driver, by accumulator id."""
+    totals: defaultdict[int, float] = defaultdict(float)
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            event = json.loads(line)
+            kind = event["Event"]
+            if kind == "SparkListenerTaskEnd":
+                for accumulable in (event.get("Task Info") or {}).get("Accumulables", []):
+                    update = accumulable.get("Update")
+                    if isinstance(update, (int, float)) or (isinstance(update, str) and update.lstrip("-").isdigit()):
+                        totals[int(accumulable["ID"])] += float(update)
+            elif kind.endswith("SparkListenerDriverAccumUpdates"):
+                for accumulator, value in event.get("accumUpdates", []):
+                    totals[int(accumulator)] += float(value)
+    return totals
+
+
+def _final_plan(path: Path, execution_id: int) -> dict[str, Any] | None:
+    """The execution's last physical plan: adaptive execution replans it as its stages finish."""
+    plan = None
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            event = json.loads(line)
+            kind = event["Event"]
+            if event.get("executionId") == execution_id and (
+                kind.endswith("SparkListenerSQLExecutionStart")
+                or kind.endswith("SparkListenerSQLAdaptiveExecutionUpdate")
+            ):
+                plan = event["sparkPlanInfo"]
+    return plan
+
+
+def _shown(metric: dict[str, Any], value: float) -> str:
+    kind = metric["metricType"]
+    if kind == "nsTiming":
+        return f"{value / 1e9:.1f} s"
+    if kind == "timing":
+        return f"{value / 1e3:.1f} s"
+    if kind == "size":
+        return f"{value / 2**20:,.0f} MB"
+    return f"{value:,.0f}"
+
+
+def print_operators(path: Path, execution_id: int) -> int:
+    plan = _final_plan(path, execution_id)
+    if plan is None:
+        print(f"{path}: no execution {execution_id}", file=sys.stderr)
+        return 1
+    values = _metric_values(path)
+
+    def walk(node: dict[str, Any], depth: int) -> None:
+        shown = [
+            f"{m['name']} {_shown(m, values[m['accumulatorId']])}"
+            for m in node.get("metrics", [])
+            if values.get(m["accumulatorId"])
+        ]
+        print(f"{'  ' * depth}{node['nodeName']}" + (f"  [{'; '.join(shown)}]" if shown else ""))
+        for child in node.get("children", []):
+            walk(child, depth + 1)
+
+    walk(plan, 0)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("event_log", type=Path, help="one application's event log file")
     parser.add_argument("--min-seconds", type=float, default=5.0, help="hide shorter executions")
+    parser.add_argument("--operators", type=int, default=None, metavar="ID", help="one execution's operators")
     args = parser.parse_args(argv)
+    if args.operators is not None:
+        return print_operators(args.event_log, args.operators)
     executions = read_executions(args.event_log)
     if not executions:
         print(f"{args.event_log}: no SQL executions", file=sys.stderr)

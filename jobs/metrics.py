@@ -582,29 +582,26 @@ def delinquency_milestones(
                 null_amount.alias("_paid"),
             )
         ]
-        running_paid = F.sum("_amount").over(
-            Window.partitionBy("loan_id").orderBy("value_date").rowsBetween(Window.unboundedPreceding, 0)
-        )
-        paid_days = (
+        # Each payment as it came (no total per day first): the window below sums them up to each day.
+        payments = (
             repayments.join(keyed.select("loan_id", "_closed"), "loan_id")
             .where(F.col("value_date") <= day)
-            .groupBy("loan_id", "_closed", "value_date")
-            .agg(F.sum(cents(F.col("amount"))).alias("_amount"))
             .select(
                 "loan_id",
                 "_closed",
                 F.col("value_date").alias("_day"),
                 F.lit("_pay").alias("_kind"),
                 null_amount.alias("_theta"),
-                running_paid.alias("_paid"),
+                cents(F.col("amount")).alias("_paid"),
             )
         )
-        events.append(paid_days)
+        events.append(payments)
         merged = reduce(DataFrame.unionByName, events).where(
             (F.col("_day") <= day) & (F.col("_closed").isNull() | (F.col("_day") < F.col("_closed")))
         )
         upto = Window.partitionBy("loan_id").orderBy("_day").rangeBetween(Window.unboundedPreceding, 0)
-        paid = F.greatest(F.coalesce(F.last("_paid", ignorenulls=True).over(upto), F.lit(0)), F.lit(0))
+        # The net amount paid by the day: a range frame takes in every payment of the day itself.
+        paid = F.greatest(F.coalesce(F.sum("_paid").over(upto), F.lit(0)), F.lit(0))
         kinds = [*levels, "fpd_date"]
         scored = merged.select(
             "loan_id",

@@ -669,6 +669,52 @@ def test_milestones_give_first_30_90_and_fpd_dates_consistent_with_delinquency(s
     assert {r["loan_id"]: (r["dpd30_date"], r["dpd90_date"], r["fpd_date"]) for r in spared.collect()} == got
 
 
+def test_milestones_count_every_payment_of_a_day_together(spark: SparkSession) -> None:
+    # One instalment of 100 due 15 February 2026; what is paid by a day is the day's closing total.
+    jan = D(2026, 1, 15)
+    loans = [loan_row(lid, "S1", M("100.00"), jan) for lid in ("P1", "P2", "P3")]
+    schedule = [
+        {
+            "loan_id": lid,
+            "installment_no": 1,
+            "due_date": D(2026, 2, 15),
+            "principal_due": M("90.00"),
+            "interest_due": M("10.00"),
+        }
+        for lid in ("P1", "P2", "P3")
+    ]
+    pays = [
+        # Two part-payments on 17 March, the day the instalment would turn 30 days late: covered.
+        ("P1", D(2026, 3, 17), "60.00"),
+        ("P1", D(2026, 3, 17), "40.00"),
+        # Paid on time; on 20 March a reversal and a new payment of the same amount: never uncovered.
+        ("P2", D(2026, 2, 15), "100.00"),
+        ("P2", D(2026, 3, 20), "-100.00"),
+        ("P2", D(2026, 3, 20), "100.00"),
+        # The same, but the new payment is 60: 60 paid from 20 March (33 days late), 90 on 16 May.
+        ("P3", D(2026, 2, 15), "100.00"),
+        ("P3", D(2026, 3, 20), "-100.00"),
+        ("P3", D(2026, 3, 20), "60.00"),
+    ]
+    repayments = [
+        {"txn_id": f"p{i}", "loan_id": lid, "value_date": day, "amount": M(a)} for i, (lid, day, a) in enumerate(pays)
+    ]
+    book = frame(spark, LOANS, loans).withColumn(
+        "delinquency__tolerance_amount", F.lit(M("0.00")).cast("decimal(18,2)")
+    )
+    levels = {"dpd30_date": 30, "dpd90_date": 90}
+    out = book.transform(
+        delinquency_milestones(
+            VINTAGE_AS_OF, frame(spark, SCHEDULE, schedule), frame(spark, REPAYMENTS, repayments), 30, levels
+        )
+    )
+    assert {r["loan_id"]: (r["dpd30_date"], r["dpd90_date"], r["fpd_date"]) for r in out.collect()} == {
+        "P1": (None, None, None),
+        "P2": (None, None, None),
+        "P3": (D(2026, 3, 20), D(2026, 5, 16), D(2026, 3, 20)),
+    }
+
+
 def test_vintage_shares_of_disbursed_amount_by_month_on_book(spark: SparkSession) -> None:
     book, schedule, repayments = vintage_inputs(spark)
     levels = {"dpd30_date": 30, "dpd90_date": 90}

@@ -23,7 +23,7 @@ export POSTLOAN_JWT_SECRET
 
 cleanup() {
   "${engine[@]}" rm -f "$server" >/dev/null 2>&1 || true
-  # The containers' user (uid 10001) owns what the night wrote; remove it as that user.
+  # The containers' user (uid 10001) owns what the night wrote; remove it as root, from inside a container.
   "${engine[@]}" run --rm "${run_flags[@]}" --user 0 --entrypoint rm -v "$data:/data" "$IMAGE" -rf /data/landing /data/lake \
     >/dev/null 2>&1 || true
   rm -rf "$data"
