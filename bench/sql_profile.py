@@ -15,7 +15,8 @@ how docs/benchmarks.md attributes the 1M-loan night's time. Nothing here is a te
 prints one execution's final physical plan (after adaptive execution) as a tree, each operator with
 the SQL metrics its tasks reported: rows out, time in the operator (sort, aggregation build, the
 whole-stage code's duration), bytes spilled or shuffled. That is how a large execution's time is
-split among its scans, joins, windows and aggregates.
+split among its scans, joins, windows and aggregates. A whole-stage code block's "duration" runs
+from its first row to its last, including the time its consumer holds it open: not additive.
 """
 
 from __future__ import annotations
@@ -81,9 +82,24 @@ def read_executions(path: Path) -> list[Execution]:
     return sorted(executions.values(), key=lambda e: e.started_ms)
 
 
-def _metric_values(path: Path) -> dict[int, float]:
-    """Every SQL metric's total over the tasks and the driver, by accumulator id."""
-    totals: defaultdict[int, float] = defaultdict(float)
+# Spark keeps an "average" metric (hash probes per key) as ten times each task's average.
+AVERAGE_BASE = 10
+
+
+@dataclass
+class MetricValues:
+    """Every SQL metric's total over the tasks and the driver, and how many updates made it."""
+
+    totals: defaultdict[int, float] = field(default_factory=lambda: defaultdict(float))
+    updates: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, accumulator: int, value: float) -> None:
+        self.totals[accumulator] += value
+        self.updates[accumulator] += 1
+
+
+def _metric_values(path: Path) -> MetricValues:
+    values = MetricValues()
     with path.open(encoding="utf-8") as lines:
         for line in lines:
             event = json.loads(line)
@@ -92,11 +108,11 @@ def _metric_values(path: Path) -> dict[int, float]:
                 for accumulable in (event.get("Task Info") or {}).get("Accumulables", []):
                     update = accumulable.get("Update")
                     if isinstance(update, (int, float)) or (isinstance(update, str) and update.lstrip("-").isdigit()):
-                        totals[int(accumulable["ID"])] += float(update)
+                        values.add(int(accumulable["ID"]), float(update))
             elif kind.endswith("SparkListenerDriverAccumUpdates"):
                 for accumulator, value in event.get("accumUpdates", []):
-                    totals[int(accumulator)] += float(value)
-    return totals
+                    values.add(int(accumulator), float(value))
+    return values
 
 
 def _final_plan(path: Path, execution_id: int) -> dict[str, Any] | None:
@@ -114,8 +130,11 @@ def _final_plan(path: Path, execution_id: int) -> dict[str, Any] | None:
     return plan
 
 
-def _shown(metric: dict[str, Any], value: float) -> str:
-    kind = metric["metricType"]
+def _shown(metric: dict[str, Any], values: MetricValues) -> str:
+    kind, accumulator = metric["metricType"], metric["accumulatorId"]
+    value = values.totals[accumulator]
+    if kind == "average":
+        return f"{value / values.updates[accumulator] / AVERAGE_BASE:.1f} (mean of tasks)"
     if kind == "nsTiming":
         return f"{value / 1e9:.1f} s"
     if kind == "timing":
@@ -134,9 +153,7 @@ def print_operators(path: Path, execution_id: int) -> int:
 
     def walk(node: dict[str, Any], depth: int) -> None:
         shown = [
-            f"{m['name']} {_shown(m, values[m['accumulatorId']])}"
-            for m in node.get("metrics", [])
-            if values.get(m["accumulatorId"])
+            f"{m['name']} {_shown(m, values)}" for m in node.get("metrics", []) if values.totals.get(m["accumulatorId"])
         ]
         print(f"{'  ' * depth}{node['nodeName']}" + (f"  [{'; '.join(shown)}]" if shown else ""))
         for child in node.get("children", []):
