@@ -611,8 +611,13 @@ def delinquency_milestones(
                 for i, kind in enumerate(kinds)
             ],
         )
-        firsts = scored.groupBy("loan_id").agg(
-            *[F.min(F.when(F.col(f"_hit{i}"), F.col("_day"))).alias(kind) for i, kind in enumerate(kinds)]
+        hits = [F.col(f"_hit{i}") for i in range(len(kinds))]
+        # Only the days some level was reached on: most candidate days are covered, and the
+        # aggregate per loan below then hashes a fraction of the events.
+        firsts = (
+            scored.where(reduce(Column.__or__, hits))
+            .groupBy("loan_id")
+            .agg(*[F.min(F.when(F.col(f"_hit{i}"), F.col("_day"))).alias(kind) for i, kind in enumerate(kinds)])
         )
         # Every loan's first due date, the spared ones' too: an aggregate, not the windows above.
         first_due = (
