@@ -612,12 +612,12 @@ def delinquency_milestones(
             ],
         )
         hits = [F.col(f"_hit{i}") for i in range(len(kinds))]
-        # Only the days some level was reached on: most candidate days are covered, and the
-        # aggregate per loan below then hashes a fraction of the events.
+        # A day on which no level was hit cannot lower a minimum, so the aggregate per loan hashes
+        # only the others (a loan with none gets nulls from the left join below, as before).
         firsts = (
             scored.where(reduce(Column.__or__, hits))
             .groupBy("loan_id")
-            .agg(*[F.min(F.when(F.col(f"_hit{i}"), F.col("_day"))).alias(kind) for i, kind in enumerate(kinds)])
+            .agg(*[F.min(F.when(hit, F.col("_day"))).alias(kind) for hit, kind in zip(hits, kinds, strict=True)])
         )
         # Every loan's first due date, the spared ones' too: an aggregate, not the windows above.
         first_due = (
