@@ -26,6 +26,7 @@ import json
 import re
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,34 +52,39 @@ class Execution:
         return 0.0 if self.ended_ms is None else (self.ended_ms - self.started_ms) / 1000
 
 
+def events(path: Path) -> Iterator[dict[str, Any]]:
+    """The events of one event log file (one JSON object a line), in order."""
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            yield json.loads(line)
+
+
 def read_executions(path: Path) -> list[Execution]:
     """The SQL executions of one event log file, with the task time of the stages they ran."""
     executions: dict[int, Execution] = {}
     execution_of_stage: dict[int, int] = {}
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            event = json.loads(line)
-            kind = event["Event"]
-            if kind.endswith("SparkListenerSQLExecutionStart"):
-                plan = event.get("physicalPlanDescription", "")
-                executions[event["executionId"]] = Execution(
-                    execution_id=event["executionId"],
-                    started_ms=event["time"],
-                    description=event.get("description", "")[:60],
-                    plan_chars=len(plan),
-                    operators=Counter(OPERATORS.findall(plan)),
-                )
-            elif kind.endswith("SparkListenerSQLExecutionEnd") and event["executionId"] in executions:
-                executions[event["executionId"]].ended_ms = event["time"]
-            elif kind == "SparkListenerJobStart":
-                owner = (event.get("Properties") or {}).get("spark.sql.execution.id")
-                if owner is not None:
-                    for stage in event.get("Stage IDs", []):
-                        execution_of_stage[stage] = int(owner)
-            elif kind == "SparkListenerTaskEnd" and event.get("Task Metrics"):
-                owner = execution_of_stage.get(event["Stage ID"])
-                if owner in executions:
-                    executions[owner].task_seconds += event["Task Metrics"]["Executor Run Time"] / 1000
+    for event in events(path):
+        kind = event["Event"]
+        if kind.endswith("SparkListenerSQLExecutionStart"):
+            plan = event.get("physicalPlanDescription", "")
+            executions[event["executionId"]] = Execution(
+                execution_id=event["executionId"],
+                started_ms=event["time"],
+                description=event.get("description", "")[:60],
+                plan_chars=len(plan),
+                operators=Counter(OPERATORS.findall(plan)),
+            )
+        elif kind.endswith("SparkListenerSQLExecutionEnd") and event["executionId"] in executions:
+            executions[event["executionId"]].ended_ms = event["time"]
+        elif kind == "SparkListenerJobStart":
+            owner = (event.get("Properties") or {}).get("spark.sql.execution.id")
+            if owner is not None:
+                for stage in event.get("Stage IDs", []):
+                    execution_of_stage[stage] = int(owner)
+        elif kind == "SparkListenerTaskEnd" and event.get("Task Metrics"):
+            owner = execution_of_stage.get(event["Stage ID"])
+            if owner in executions:
+                executions[owner].task_seconds += event["Task Metrics"]["Executor Run Time"] / 1000
     return sorted(executions.values(), key=lambda e: e.started_ms)
 
 
@@ -98,36 +104,26 @@ class MetricValues:
         self.updates[accumulator] += 1
 
 
-def _metric_values(path: Path) -> MetricValues:
-    values = MetricValues()
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            event = json.loads(line)
-            kind = event["Event"]
-            if kind == "SparkListenerTaskEnd":
-                for accumulable in (event.get("Task Info") or {}).get("Accumulables", []):
-                    update = accumulable.get("Update")
-                    if isinstance(update, (int, float)) or (isinstance(update, str) and update.lstrip("-").isdigit()):
-                        values.add(int(accumulable["ID"]), float(update))
-            elif kind.endswith("SparkListenerDriverAccumUpdates"):
-                for accumulator, value in event.get("accumUpdates", []):
-                    values.add(int(accumulator), float(value))
-    return values
-
-
-def _final_plan(path: Path, execution_id: int) -> dict[str, Any] | None:
-    """The execution's last physical plan: adaptive execution replans it as its stages finish."""
+def _plan_and_metrics(path: Path, execution_id: int) -> tuple[dict[str, Any] | None, MetricValues]:
+    """The execution's last physical plan (adaptive execution replans it as its stages finish) and
+    every SQL metric's values, in one pass over the log."""
     plan = None
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            event = json.loads(line)
-            kind = event["Event"]
-            if event.get("executionId") == execution_id and (
-                kind.endswith("SparkListenerSQLExecutionStart")
-                or kind.endswith("SparkListenerSQLAdaptiveExecutionUpdate")
-            ):
-                plan = event["sparkPlanInfo"]
-    return plan
+    values = MetricValues()
+    for event in events(path):
+        kind = event["Event"]
+        if kind == "SparkListenerTaskEnd":
+            for accumulable in (event.get("Task Info") or {}).get("Accumulables", []):
+                update = accumulable.get("Update")
+                if isinstance(update, (int, float)) or (isinstance(update, str) and update.lstrip("-").isdigit()):
+                    values.add(int(accumulable["ID"]), float(update))
+        elif kind.endswith("SparkListenerDriverAccumUpdates"):
+            for accumulator, value in event.get("accumUpdates", []):
+                values.add(int(accumulator), float(value))
+        elif event.get("executionId") == execution_id and (
+            kind.endswith("SparkListenerSQLExecutionStart") or kind.endswith("SparkListenerSQLAdaptiveExecutionUpdate")
+        ):
+            plan = event["sparkPlanInfo"]
+    return plan, values
 
 
 def _shown(metric: dict[str, Any], values: MetricValues) -> str:
@@ -145,11 +141,10 @@ def _shown(metric: dict[str, Any], values: MetricValues) -> str:
 
 
 def print_operators(path: Path, execution_id: int) -> int:
-    plan = _final_plan(path, execution_id)
+    plan, values = _plan_and_metrics(path, execution_id)
     if plan is None:
         print(f"{path}: no execution {execution_id}", file=sys.stderr)
         return 1
-    values = _metric_values(path)
 
     def walk(node: dict[str, Any], depth: int) -> None:
         shown = [
