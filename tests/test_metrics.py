@@ -625,6 +625,16 @@ def vintage_inputs(spark: SparkSession) -> tuple[DataFrame, DataFrame, DataFrame
         ("V4", D(2026, 4, 15), "200.00"),
     ]
     pays += [("V3", D(2026, m, 15), "100.00") for m in (2, 3, 4)]
+    return milestone_inputs(spark, loans, schedule, pays)
+
+
+def milestone_inputs(
+    spark: SparkSession,
+    loans: list[dict[str, Any]],
+    schedule: list[dict[str, Any]],
+    pays: list[tuple[str, dt.date, str]],
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Loans with no tolerance, their schedule, and the payments (loan, value date, amount) as frames."""
     repayments = [
         {"txn_id": f"t{i}", "loan_id": lid, "value_date": day, "amount": M(a)} for i, (lid, day, a) in enumerate(pays)
     ]
@@ -696,18 +706,9 @@ def test_milestones_count_every_payment_of_a_day_together(spark: SparkSession) -
         ("P3", D(2026, 3, 20), "-100.00"),
         ("P3", D(2026, 3, 20), "60.00"),
     ]
-    repayments = [
-        {"txn_id": f"p{i}", "loan_id": lid, "value_date": day, "amount": M(a)} for i, (lid, day, a) in enumerate(pays)
-    ]
-    book = frame(spark, LOANS, loans).withColumn(
-        "delinquency__tolerance_amount", F.lit(M("0.00")).cast("decimal(18,2)")
-    )
+    book, schedule_frame, repayments = milestone_inputs(spark, loans, schedule, pays)
     levels = {"dpd30_date": 30, "dpd90_date": 90}
-    out = book.transform(
-        delinquency_milestones(
-            VINTAGE_AS_OF, frame(spark, SCHEDULE, schedule), frame(spark, REPAYMENTS, repayments), 30, levels
-        )
-    )
+    out = book.transform(delinquency_milestones(VINTAGE_AS_OF, schedule_frame, repayments, 30, levels))
     assert {r["loan_id"]: (r["dpd30_date"], r["dpd90_date"], r["fpd_date"]) for r in out.collect()} == {
         "P1": (None, None, None),
         "P2": (None, None, None),
