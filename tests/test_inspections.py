@@ -25,7 +25,13 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import types as T
 
 from jobs.config import AppConfig, load_config
-from jobs.inspections import build_inspections, business_calendar, inspection_summary, with_due_dates
+from jobs.inspections import (
+    build_inspections,
+    business_calendar,
+    inspection_summary,
+    reconcile,
+    with_due_dates,
+)
 from jobs.params import params_frame
 from jobs.sections.inspections import InspectionsConfig
 from jobs.stages import StageContext
@@ -376,6 +382,49 @@ def test_due_dates_move_off_weekends_and_holidays(spark: SparkSession) -> None:
     }
     # Without a window start, a task opens `_open_days` before its due date.
     assert {r["id"]: r["window_start"] for r in got}["wed-5"] == D(2026, 6, 6)
+
+
+def test_a_task_is_closed_by_the_earliest_completion_in_its_window_or_naming_it(spark: SparkSession) -> None:
+    as_of = D(2026, 6, 30)
+    tasks = spark.createDataFrame(
+        [
+            # (id, type, loan, channel, window_start, task_id)
+            ("june", "PERIODIC_CHECK", "L-1", None, D(2026, 6, 1), "T-june"),
+            ("june-2nd", "PERIODIC_CHECK", "L-1", None, D(2026, 6, 2), "T-june-2nd"),
+            ("mid-june", "PERIODIC_CHECK", "L-1", None, D(2026, 6, 15), "T-mid-june"),
+            ("callback", "FIRST_CALLBACK", "L-1", None, D(2026, 6, 1), "T-callback"),
+            ("named", "PERIODIC_CHECK", "L-2", None, D(2026, 6, 1), "T-named"),
+            ("channel", "CHANNEL_CHECK", "L-1", "CH-1", D(2026, 6, 1), "T-channel"),
+        ],
+        "id string, task_type string, loan_id string, channel_id string, window_start date, task_id string",
+    )
+    completions = frame(
+        spark,
+        [
+            completion("I-0531", "PERIODIC_CHECK", D(2026, 5, 31), loan="L-1"),  # the day before every window
+            completion("I-B", "PERIODIC_CHECK", D(2026, 6, 1), loan="L-1"),
+            completion("I-A", "PERIODIC_CHECK", D(2026, 6, 1), loan="L-1"),  # same day: the lower id
+            completion("I-0610", "PERIODIC_CHECK", D(2026, 6, 10), loan="L-1"),
+            completion("I-0705", "PERIODIC_CHECK", D(2026, 7, 5), loan="L-1"),  # after the date: unseen
+            completion("I-0520", "PERIODIC_CHECK", D(2026, 5, 20), tid="T-named"),  # names the task
+            completion("I-0603", "PERIODIC_CHECK", D(2026, 6, 3), loan="L-2"),
+            completion("I-CH", "CHANNEL_CHECK", D(2026, 6, 4), channel="CH-1"),
+            completion("I-L1CH", "CHANNEL_CHECK", D(2026, 6, 2), loan="L-1"),  # a channel check is about the channel
+        ],
+        COMPLETED_INSPECTIONS,
+    )
+    got = {
+        r["id"]: (r["done_date"], r["inspection_id"]) for r in tasks.transform(reconcile(as_of, completions)).collect()
+    }
+    assert got == {
+        "june": (D(2026, 6, 1), "I-A"),
+        "june-2nd": (D(2026, 6, 10), "I-0610"),
+        "mid-june": (None, None),
+        "callback": (None, None),
+        # Named by id it is closed even before its window, and the earlier of the two wins.
+        "named": (D(2026, 5, 20), "I-0520"),
+        "channel": (D(2026, 6, 4), "I-CH"),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
