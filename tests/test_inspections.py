@@ -406,7 +406,7 @@ def test_a_task_is_closed_by_the_earliest_completion_in_its_window_or_naming_it(
             completion("I-A", "PERIODIC_CHECK", D(2026, 6, 1), loan="L-1"),  # same day: the lower id
             completion("I-0610", "PERIODIC_CHECK", D(2026, 6, 10), loan="L-1"),
             completion("I-0705", "PERIODIC_CHECK", D(2026, 7, 5), loan="L-1"),  # after the date: unseen
-            completion("I-0520", "PERIODIC_CHECK", D(2026, 5, 20), tid="T-named"),  # names the task
+            completion("I-0520", "FIRST_CALLBACK", D(2026, 5, 20), tid="T-named"),  # names the task, another type
             completion("I-0603", "PERIODIC_CHECK", D(2026, 6, 3), loan="L-2"),
             completion("I-CH", "CHANNEL_CHECK", D(2026, 6, 4), channel="CH-1"),
             completion("I-L1CH", "CHANNEL_CHECK", D(2026, 6, 2), loan="L-1"),  # a channel check is about the channel
@@ -424,6 +424,11 @@ def test_a_task_is_closed_by_the_earliest_completion_in_its_window_or_naming_it(
         # Named by id it is closed even before its window, and the earlier of the two wins.
         "named": (D(2026, 5, 20), "I-0520"),
         "channel": (D(2026, 6, 4), "I-CH"),
+    }
+    # Told the tasks are periodic checks only, it matches the same completions to them.
+    periodic = tasks.where("task_type = 'PERIODIC_CHECK'").transform(reconcile(as_of, completions, ["PERIODIC_CHECK"]))
+    assert {r["id"]: (r["done_date"], r["inspection_id"]) for r in periodic.collect()} == {
+        key: got[key] for key in ("june", "june-2nd", "mid-june", "named")
     }
 
 
