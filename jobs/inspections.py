@@ -77,7 +77,10 @@ CALENDAR_YEARS = 10
 
 # What each rule produces, before due dates and reconciliation: `_due_raw` becomes `due_date` by
 # `_due_rule` (`with_due_dates`); a null window_start opens `_open_days` before the due date.
-# `_drop_if_open`: the obligation lapses unless already done (a cleared signal).
+# `_drop_if_open`: the obligation lapses unless already done (a cleared signal). The branch
+# hierarchy is joined to the final tasks by branch_id, not carried: every obligation row passes
+# through the reconciliation's shuffle and sort, and the path and tier-1 id were about 100 of the
+# ~600 bytes of such a row in Spark's row format.
 OBLIGATION_COLUMNS: tuple[str, ...] = (
     "task_type",
     "loan_id",
@@ -94,8 +97,6 @@ OBLIGATION_COLUMNS: tuple[str, ...] = (
     "officer_id",
     "owner_role",
     "branch_id",
-    "tier1_branch_id",
-    "branch_path",
     "_retention_months",
     "_horizon_months",
     "_drop_if_open",
@@ -350,8 +351,6 @@ def _loan_columns() -> list[Column]:
         F.col("borrower_id"),
         F.col("product_code"),
         F.col("branch_id"),
-        F.col("tier1_branch_id"),
-        F.col("branch_path"),
         _p("done_retention_months").alias("_retention_months"),
         _p("horizon_months").alias("_horizon_months"),
     ]
@@ -810,8 +809,6 @@ def channel_checks(as_of: dt.date, params: DataFrame, config: InspectionsConfig)
             F.lit(None).cast("string").alias("borrower_id"),
             F.lit(None).cast("string").alias("product_code"),
             F.col("branch_id"),
-            F.col(TIER1),
-            F.col("branch_path"),
             setting("done_retention_months").alias("_retention_months"),
             setting("horizon_months").alias("_horizon_months"),
             F.explode(items).alias("_o"),
@@ -1087,9 +1084,11 @@ def inspection_tasks(ctx: StageContext) -> DataFrame:
     rows = parts[0].select(*OBLIGATION_COLUMNS)
     for part in parts[1:]:
         rows = rows.unionByName(part.select(*OBLIGATION_COLUMNS))
+    hierarchy = _organisation(ctx).select("branch_id", TIER1, "branch_path")
     return (
         rows.transform(_finish(as_of, _calendar(ctx), _table(ctx, COMPLETED_INSPECTIONS), cfg.priorities))
         .transform(retained(as_of))
+        .join(F.broadcast(hierarchy), "branch_id", "left")
         .select(F.lit(as_of).alias("as_of_date"), *[c for c in INSPECTION_TASKS.names if c != "as_of_date"])
     )
 
