@@ -846,7 +846,8 @@ def within_horizon(as_of: dt.date) -> Transform:
 
 
 def reconcile(as_of: dt.date, completions: DataFrame, task_types: Sequence[str] = TASK_TYPES) -> Transform:
-    """Add `done_date` and `inspection_id` from the completed inspections recorded by the date.
+    """Add `task_id` (`task_id()`), then `done_date` and `inspection_id` from the completed
+    inspections recorded by the date.
 
     A completion closes a task when it names the task_id, or when it has the task's type and
     subject (loan, or channel for channel checks) and its date is on or after the task's
@@ -859,18 +860,17 @@ def reconcile(as_of: dt.date, completions: DataFrame, task_types: Sequence[str] 
         done = completions.where(F.col("completed_date") <= F.lit(as_of))
         record = F.struct(F.col("completed_date").alias("d"), F.col("inspection_id").alias("i"))
         subject = _subject(F.col("task_type"), F.col("loan_id"), F.col("channel_id"))
-        by_id = done.where(F.col("task_id").isNotNull()).groupBy("task_id").agg(F.min(record).alias("_by_id"))
         # Each task and each completion of its type and subject in one window, the latest date
         # first and on one date the completions before the task (and the lowest inspection_id
         # last): the last completion a task's row has seen is the earliest on or after its window
         # start. The task rides as one struct, so a completion row carries no empty task columns;
-        # and no list of completions per subject is built (at 10M, 29M completions in 19M groups).
-        tasks = obligations.join(by_id, "task_id", "left").select(
+        # its id is computed after the sort, which it would widen by 64 characters a row.
+        tasks = obligations.select(
             "task_type",
             subject.alias("_subject"),
             F.col("window_start").alias("_on"),
             F.lit(None).cast(done.select(record).schema[0].dataType).alias("_record"),
-            F.struct(*obligations.columns, "_by_id").alias("_task"),
+            F.struct(*obligations.columns).alias("_task"),
         )
         events = done.select(
             "task_type",
@@ -885,13 +885,21 @@ def reconcile(as_of: dt.date, completions: DataFrame, task_types: Sequence[str] 
         first_in_window = F.last("_record", ignorenulls=True).over(
             seen.rowsBetween(Window.unboundedPreceding, Window.currentRow)
         )
-        closing = F.least(F.col("_task._by_id"), F.col("_first"))
+        by_id = done.where(F.col("task_id").isNotNull()).groupBy("task_id").agg(F.min(record).alias("_by_id"))
+        closing = F.least(F.col("_by_id"), F.col("_first"))
         return (
             tasks.unionByName(events)
             .withColumn("_first", first_in_window)
             .where(F.col("_task").isNotNull())
-            .select("_task.*", closing.getField("d").alias("done_date"), closing.getField("i").alias("inspection_id"))
-            .drop("_by_id")
+            .select("_task.*", "_first")
+            .withColumn("task_id", task_id())
+            .join(by_id, "task_id", "left")
+            .select(
+                *obligations.columns,
+                "task_id",
+                closing.getField("d").alias("done_date"),
+                closing.getField("i").alias("inspection_id"),
+            )
         )
 
     return transform
@@ -1049,7 +1057,6 @@ def _finish(
             rows.select(*OBLIGATION_COLUMNS)
             .transform(with_due_dates(calendar))
             .transform(within_horizon(as_of))
-            .withColumn("task_id", task_id())
             .transform(reconcile(as_of, completions, task_types))
             .transform(with_status(as_of, priorities))
         )

@@ -388,15 +388,15 @@ def test_a_task_is_closed_by_the_earliest_completion_in_its_window_or_naming_it(
     as_of = D(2026, 6, 30)
     tasks = spark.createDataFrame(
         [
-            # (id, type, loan, channel, window_start, task_id)
-            ("june", "PERIODIC_CHECK", "L-1", None, D(2026, 6, 1), "T-june"),
-            ("june-2nd", "PERIODIC_CHECK", "L-1", None, D(2026, 6, 2), "T-june-2nd"),
-            ("mid-june", "PERIODIC_CHECK", "L-1", None, D(2026, 6, 15), "T-mid-june"),
-            ("callback", "FIRST_CALLBACK", "L-1", None, D(2026, 6, 1), "T-callback"),
-            ("named", "PERIODIC_CHECK", "L-2", None, D(2026, 6, 1), "T-named"),
-            ("channel", "CHANNEL_CHECK", "L-1", "CH-1", D(2026, 6, 1), "T-channel"),
+            # (id, type, loan, channel, obligation_key, window_start)
+            ("june", "PERIODIC_CHECK", "L-1", None, "2026-06", D(2026, 6, 1)),
+            ("june-2nd", "PERIODIC_CHECK", "L-1", None, "2026-06b", D(2026, 6, 2)),
+            ("mid-june", "PERIODIC_CHECK", "L-1", None, "2026-06c", D(2026, 6, 15)),
+            ("callback", "FIRST_CALLBACK", "L-1", None, "2026-06-01", D(2026, 6, 1)),
+            ("named", "PERIODIC_CHECK", "L-2", None, "2026-06", D(2026, 6, 1)),
+            ("channel", "CHANNEL_CHECK", "L-1", "CH-1", "2026-Q2", D(2026, 6, 1)),
         ],
-        "id string, task_type string, loan_id string, channel_id string, window_start date, task_id string",
+        "id string, task_type string, loan_id string, channel_id string, obligation_key string, window_start date",
     )
     completions = frame(
         spark,
@@ -406,16 +406,25 @@ def test_a_task_is_closed_by_the_earliest_completion_in_its_window_or_naming_it(
             completion("I-A", "PERIODIC_CHECK", D(2026, 6, 1), loan="L-1"),  # same day: the lower id
             completion("I-0610", "PERIODIC_CHECK", D(2026, 6, 10), loan="L-1"),
             completion("I-0705", "PERIODIC_CHECK", D(2026, 7, 5), loan="L-1"),  # after the date: unseen
-            completion("I-0520", "FIRST_CALLBACK", D(2026, 5, 20), tid="T-named"),  # names the task, another type
+            # names the task, under another type
+            completion("I-0520", "FIRST_CALLBACK", D(2026, 5, 20), tid=task_id("PERIODIC_CHECK", "L-2", "2026-06")),
             completion("I-0603", "PERIODIC_CHECK", D(2026, 6, 3), loan="L-2"),
             completion("I-CH", "CHANNEL_CHECK", D(2026, 6, 4), channel="CH-1"),
             completion("I-L1CH", "CHANNEL_CHECK", D(2026, 6, 2), loan="L-1"),  # a channel check is about the channel
         ],
         COMPLETED_INSPECTIONS,
     )
-    got = {
-        r["id"]: (r["done_date"], r["inspection_id"]) for r in tasks.transform(reconcile(as_of, completions)).collect()
+    reconciled = tasks.transform(reconcile(as_of, completions)).collect()
+    # Each task gets its id: a channel check is about its channel, any other task about its loan.
+    assert {r["id"]: r["task_id"] for r in reconciled} == {
+        "june": task_id("PERIODIC_CHECK", "L-1", "2026-06"),
+        "june-2nd": task_id("PERIODIC_CHECK", "L-1", "2026-06b"),
+        "mid-june": task_id("PERIODIC_CHECK", "L-1", "2026-06c"),
+        "callback": task_id("FIRST_CALLBACK", "L-1", "2026-06-01"),
+        "named": task_id("PERIODIC_CHECK", "L-2", "2026-06"),
+        "channel": task_id("CHANNEL_CHECK", "CH-1", "2026-Q2"),
     }
+    got = {r["id"]: (r["done_date"], r["inspection_id"]) for r in reconciled}
     assert got == {
         "june": (D(2026, 6, 1), "I-A"),
         "june-2nd": (D(2026, 6, 10), "I-0610"),
